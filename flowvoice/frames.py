@@ -1,0 +1,103 @@
+"""Frame types that travel on graph edges.
+
+Every frame carries ``turn`` (the conversation epoch it belongs to, ``-1`` until the runtime
+stamps it on emit) and ``t_ns`` (monotonic creation time, for latency tracing). Frames are
+slotted dataclasses so creating one costs about as much as a tuple.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+UNSTAMPED = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class Frame:
+    """Base of all frames."""
+
+    turn: int = UNSTAMPED
+    t_ns: int = field(default_factory=time.monotonic_ns)
+
+
+@dataclass(slots=True, kw_only=True)
+class AudioFrame(Frame):
+    """Mono PCM16 audio: ``samples`` is a 1-D ``np.int16`` array at ``sample_rate`` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(slots=True, kw_only=True)
+class VADEvent(Frame):
+    """Speech start or end; ``stream_s`` is the position in the input audio stream."""
+
+    kind: Literal["start", "end"]
+    stream_s: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class Transcript(Frame):
+    """Text recognised so far in the current utterance; ``final`` at speech end."""
+
+    text: str
+    final: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class UserTurn(Frame):
+    """The committed user utterance: what the assistant answers."""
+
+    text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class TextDelta(Frame):
+    """A piece of the assistant's streamed reply; ``final`` marks the end of the reply."""
+
+    text: str
+    final: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Sentence(Frame):
+    """A complete sentence (or early clause) of the reply; ``final`` marks the reply's last."""
+
+    text: str
+    final: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Interrupt(Frame):
+    """The user barged in: work of older turns must stop."""
+
+    reason: str = "barge-in"
+
+
+@dataclass(slots=True, kw_only=True)
+class EndOfStream(Frame):
+    """No more frames will follow on this edge."""
+
+
+FRAME_TYPES: dict[str, type[Frame]] = {
+    cls.__name__: cls
+    for cls in (
+        Frame,
+        AudioFrame,
+        VADEvent,
+        Transcript,
+        UserTurn,
+        TextDelta,
+        Sentence,
+        Interrupt,
+        EndOfStream,
+    )
+}
