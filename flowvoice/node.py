@@ -96,9 +96,7 @@ class Node:
         current turn. A preemptible node's frames of an older turn are dropped here.
         """
         if frame.turn == UNSTAMPED:
-            frame.turn = (
-                self.current_turn if self.current_turn != UNSTAMPED else self.context.turn
-            )
+            frame.turn = self.current_turn if self.current_turn != UNSTAMPED else self.context.turn
         if self.preemptible and frame.turn < self.context.turn:
             return
         for channel in self._out[port]:

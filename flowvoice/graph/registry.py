@@ -88,4 +88,4 @@ def get_node_type(type_name: str) -> type[Node] | None:
 def close_matches(type_name: str) -> list[str]:
     """Registered type names that look like ``type_name`` (for 'did you mean')."""
     _load_all()
-    return difflib.get_close_matches(type_name, list(_REGISTRY), n=3, cutoff=0.5)
+    return difflib.get_close_matches(type_name, list(_REGISTRY), n=3, cutoff=0.75)

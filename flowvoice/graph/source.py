@@ -43,7 +43,9 @@ def read_graph_source(path: str | Path, text: str | None = None) -> GraphSource:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise GraphError([Problem(path, None, "file", f"cannot read: {exc.strerror}")]) from None
+            raise GraphError(
+                [Problem(path, None, "file", f"cannot read: {exc.strerror}")]
+            ) from None
         except UnicodeDecodeError:
             raise GraphError([Problem(path, None, "file", "is not UTF-8 text")]) from None
     try:
@@ -74,7 +76,9 @@ def _collect_lines(
             line = key_node.start_mark.line + 1
             if key in seen:
                 where = ".".join(map(str, child))
-                problems.append(Problem(path, line, where, "duplicate key (the earlier one would be lost)"))
+                problems.append(
+                    Problem(path, line, where, "duplicate key (the earlier one would be lost)")
+                )
             seen.add(key)
             lines[child] = line
             _collect_lines(value_node, child, lines, problems, path)
@@ -134,7 +138,9 @@ def apply_overrides(source: GraphSource, overrides: list[str]) -> list[Problem]:
         key, sep, raw = override.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            problems.append(Problem(source.path, None, where, "expected KEY=VALUE, e.g. stt.params.beam_size=5"))
+            problems.append(
+                Problem(source.path, None, where, "expected KEY=VALUE, e.g. stt.params.beam_size=5")
+            )
             continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""

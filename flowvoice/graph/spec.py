@@ -118,7 +118,9 @@ def load_graph(
     return graph
 
 
-def _pydantic_problems(source: GraphSource, exc: ValidationError, base: tuple, where: str) -> list[Problem]:
+def _pydantic_problems(
+    source: GraphSource, exc: ValidationError, base: tuple, where: str
+) -> list[Problem]:
     out = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "EdgeSpec")))
@@ -148,8 +150,9 @@ def _validate(source: GraphSource) -> tuple[LoadedGraph | None, list[Problem]]:
         return None, _pydantic_problems(source, exc, (), "")
     problems: list[Problem] = []
     nodes = _load_nodes(source, spec, problems)
-    edges = _load_edges(source, spec, nodes, problems)
-    _check_required_inputs(source, nodes, edges, problems)
+    wired: set[tuple[str, str]] = set()
+    edges = _load_edges(source, spec, nodes, problems, wired)
+    _check_required_inputs(source, nodes, wired, problems)
     _check_cycles(source, spec, edges, problems)
     if problems:
         return None, problems
@@ -164,7 +167,9 @@ def _validate(source: GraphSource) -> tuple[LoadedGraph | None, list[Problem]]:
     return graph, []
 
 
-def _load_nodes(source: GraphSource, spec: GraphFile, problems: list[Problem]) -> dict[str, LoadedNode]:
+def _load_nodes(
+    source: GraphSource, spec: GraphFile, problems: list[Problem]
+) -> dict[str, LoadedNode]:
     nodes: dict[str, LoadedNode] = {}
     if not spec.nodes:
         problems.append(source.problem(("nodes",), "nodes", "a graph needs at least one node"))
@@ -172,12 +177,16 @@ def _load_nodes(source: GraphSource, spec: GraphFile, problems: list[Problem]) -
         loc = ("nodes", name)
         where = f"node '{name}'"
         if not re.fullmatch(_NAME, name):
-            problems.append(source.problem(loc, where, "node names must be identifiers (letters, digits, _)"))
+            problems.append(
+                source.problem(loc, where, "node names must be identifiers (letters, digits, _)")
+            )
             continue
         node_type = get_node_type(node_spec.type)
         if node_type is None:
             matches = close_matches(node_spec.type)
-            hint = f"; did you mean {' or '.join(matches)}?" if matches else "; see `flowvoice nodes`"
+            hint = (
+                f"; did you mean {' or '.join(matches)}?" if matches else "; see `flowvoice nodes`"
+            )
             problems.append(
                 source.problem((*loc, "type"), where, f"unknown node type '{node_spec.type}'{hint}")
             )
@@ -205,8 +214,13 @@ def _parse_endpoint(text: str) -> tuple[str, str] | None:
 
 
 def _load_edges(
-    source: GraphSource, spec: GraphFile, nodes: dict[str, LoadedNode], problems: list[Problem]
+    source: GraphSource,
+    spec: GraphFile,
+    nodes: dict[str, LoadedNode],
+    problems: list[Problem],
+    wired: set[tuple[str, str]],
 ) -> list[LoadedEdge]:
+    """Valid edges; ``wired`` receives every input an edge targets, valid or not."""
     edges: list[LoadedEdge] = []
     seen: set[tuple[str, str, str, str]] = set()
     for index, item in enumerate(spec.edges):
@@ -227,6 +241,7 @@ def _load_edges(
             problems.append(source.problem(loc, label, "each end must be written node.port"))
             continue
         (src, src_port), (dst, dst_port) = ends  # type: ignore[misc]
+        wired.add((dst, dst_port))
         out_type = _port_type(source, loc, label, nodes, spec, src, src_port, "output", problems)
         in_type = _port_type(source, loc, label, nodes, spec, dst, dst_port, "input", problems)
         if out_type is None or in_type is None:
@@ -243,11 +258,15 @@ def _load_edges(
             continue
         key = (src, src_port, dst, dst_port)
         if key in seen:
-            problems.append(source.problem(loc, label, "duplicate edge (frames would arrive twice)"))
+            problems.append(
+                source.problem(loc, label, "duplicate edge (frames would arrive twice)")
+            )
             continue
         seen.add(key)
         edges.append(
-            LoadedEdge(src, src_port, dst, dst_port, edge.buffer, edge.overflow, out_type, source.line(loc))
+            LoadedEdge(
+                src, src_port, dst, dst_port, edge.buffer, edge.overflow, out_type, source.line(loc)
+            )
         )
     return edges
 
@@ -286,12 +305,14 @@ def _port_type(
 
 
 def _check_required_inputs(
-    source: GraphSource, nodes: dict[str, LoadedNode], edges: list[LoadedEdge], problems: list[Problem]
+    source: GraphSource,
+    nodes: dict[str, LoadedNode],
+    wired: set[tuple[str, str]],
+    problems: list[Problem],
 ) -> None:
-    connected = {(e.target, e.target_port) for e in edges}
     for name, node in nodes.items():
         for port, spec in node.node_type.inputs.items():
-            if spec.required and (name, port) not in connected:
+            if spec.required and (name, port) not in wired:
                 problems.append(
                     source.problem(
                         ("nodes", name),

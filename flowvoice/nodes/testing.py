@@ -16,7 +16,9 @@ class ToneParams(NodeParams):
     frame_ms: int = Field(20, ge=1, description="Duration of each frame in milliseconds.")
     sample_rate: int = Field(16000, ge=8000, description="Sample rate in Hz.")
     frequency: float = Field(440.0, gt=0, description="Tone frequency in Hz.")
-    realtime: bool = Field(False, description="Pace frames in real time instead of as fast as possible.")
+    realtime: bool = Field(
+        False, description="Pace frames in real time instead of as fast as possible."
+    )
 
 
 @register("test.tone")
@@ -51,7 +53,9 @@ class Passthrough(Node):
 
 
 class TextParams(NodeParams):
-    sentences: list[str] = Field(default_factory=lambda: ["Hello there."], description="Sentences to emit.")
+    sentences: list[str] = Field(
+        default_factory=lambda: ["Hello there."], description="Sentences to emit."
+    )
 
 
 @register("test.text")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from flowvoice.node import Node
 from flowvoice.runtime.channel import Channel, ChannelClosed, Overflow
 from flowvoice.runtime.resources import ResourceCache, shared_resources
 from flowvoice.runtime.trace import Tracer, TurnTrace
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 log = logging.getLogger("flowvoice.session")
 _session_ids = itertools.count(1)
@@ -136,7 +140,9 @@ class Session:
         self._inbound: dict[str, list[Edge]] = {name: [] for name in self.nodes}
         for e in graph.edges:
             channel: Channel[Frame] = Channel(
-                e.buffer, Overflow(e.overflow), name=f"{e.source}.{e.source_port}->{e.target}.{e.target_port}"
+                e.buffer,
+                Overflow(e.overflow),
+                name=f"{e.source}.{e.source_port}->{e.target}.{e.target_port}",
             )
             edge = Edge(e.source, e.source_port, e.target, e.target_port, channel)
             self.edges.append(edge)
@@ -217,7 +223,8 @@ class Session:
                 for channel in channels:
                     await channel.send(EndOfStream(turn=self.turn))
         except Exception as exc:
-            raise SessionError(node.name, node.type_name, exc) from exc
+            error = _leaf_error(exc)
+            raise SessionError(node.name, node.type_name, error) from error
         finally:
             context._task_group = None
 
@@ -263,6 +270,13 @@ class Session:
                 await node.process(port, frame)
             finally:
                 del self._inflight[node.name]
+
+
+def _leaf_error(exc: BaseException) -> BaseException:
+    """The first real error inside nested exception groups (the one a user needs to see)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _first_session_error(exc: BaseException) -> SessionError | None:

@@ -40,9 +40,7 @@ class TurnTrace:
         if origin is None:
             return {}
         return {
-            stage: (self.marks[stage] - origin) / 1e6
-            for stage in STAGES[1:]
-            if stage in self.marks
+            stage: (self.marks[stage] - origin) / 1e6 for stage in STAGES[1:] if stage in self.marks
         }
 
     @property

@@ -1,0 +1,5 @@
+import sys
+
+from flowvoice.cli import main
+
+sys.exit(main())

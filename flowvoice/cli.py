@@ -1,0 +1,248 @@
+"""The ``flowvoice`` command: run, chat, viz, validate, nodes, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flowvoice import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+EXAMPLES = """\
+examples:
+  flowvoice run graphs/default.yaml                      serve the browser chat on 127.0.0.1:8000
+  flowvoice chat graphs/default.yaml --input q.wav --output reply.wav
+  flowvoice run graphs/default.yaml --set llm.params.temperature=0.2
+  flowvoice viz graphs/default.yaml -o graph.svg         (.svg/.png need Graphviz's dot)
+  flowvoice validate graphs/*.yaml
+  flowvoice nodes stt.whisper                            ports and params of one node type
+  flowvoice bench runtime
+"""
+
+
+class CliError(Exception):
+    """A user error: print the message, exit with ``code``, no traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _add_graph_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("graph", help="graph YAML file, e.g. graphs/default.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.params.KEY=VALUE",
+        help="override a value of the graph (repeatable), e.g. --set stt.params.beam_size=5",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowvoice",
+        description="Real-time AI voice chat where the whole agent is a YAML graph.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flowvoice {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve a graph (browser chat when it has WebSocket nodes)")
+    _add_graph_args(run)
+    run.add_argument("--host", help="bind address (default: the graph's server.host, 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port (default: the graph's server.port, 8000)")
+    run.add_argument(
+        "--token",
+        default=os.environ.get("FLOWVOICE_TOKEN"),
+        help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
+    )
+
+    chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
+    _add_graph_args(chat)
+    chat.add_argument("--input", "-i", required=True, help="PCM16 WAV with the user's speech")
+    chat.add_argument("--output", "-o", default="", help="write the assistant's audio to this WAV")
+    chat.add_argument(
+        "--fast",
+        action="store_true",
+        help="feed the file as fast as possible instead of in real time "
+        "(for single questions; later questions would barge in on earlier replies)",
+    )
+
+    viz = sub.add_parser("viz", help="render a graph as .dot, .mmd, .svg or .png")
+    _add_graph_args(viz)
+    viz.add_argument("-o", "--output", help="output file (default: print Graphviz dot to stdout)")
+
+    validate = sub.add_parser("validate", help="check graph files without loading any model")
+    validate.add_argument("graphs", nargs="+", metavar="GRAPH", help="graph YAML file(s)")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+
+    nodes = sub.add_parser("nodes", help="list node types, or show one type's ports and params")
+    nodes.add_argument("type", nargs="?", help="a node type, e.g. stt.whisper")
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its table")
+    bench.add_argument("name", choices=["runtime", "e2e"], help="which benchmark")
+    bench.add_argument("--frames", type=int, default=20000, help="runtime: frames to push")
+    bench.add_argument("--graph", default="graphs/default.yaml", help="e2e: graph to measure")
+    bench.add_argument("--questions", type=int, default=5, help="e2e: spoken questions")
+    bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    return parser
+
+
+def _load(path: str, overrides: list[str]) -> Any:
+    from flowvoice.graph.errors import GraphError
+    from flowvoice.graph.spec import load_graph
+
+    try:
+        return load_graph(path, overrides)
+    except GraphError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flowvoice.graph.errors import GraphError
+    from flowvoice.graph.spec import load_graph
+
+    failed = False
+    for path in args.graphs:
+        try:
+            graph = load_graph(path, args.overrides)
+        except GraphError as exc:
+            failed = True
+            print(exc, file=sys.stderr)
+            continue
+        print(f"{path}: OK ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from flowvoice.graph.describe import describe_node_type, node_type_summary
+    from flowvoice.graph.registry import close_matches, get_node_type, node_types
+
+    if args.type is None:
+        print(node_type_summary(node_types()))
+        return EXIT_OK
+    node_type = get_node_type(args.type)
+    if node_type is None:
+        matches = close_matches(args.type)
+        hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
+        raise CliError(f"unknown node type '{args.type}'{hint} (`flowvoice nodes` lists them)")
+    print(describe_node_type(node_type))
+    return EXIT_OK
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from flowvoice.graph.viz import VizError, render, to_dot
+
+    graph = _load(args.graph, args.overrides)
+    if not args.output:
+        sys.stdout.write(to_dot(graph))
+        return EXIT_OK
+    try:
+        path = render(graph, args.output)
+    except VizError as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import anyio
+
+    from flowvoice.chat import run_chat, with_file_io
+    from flowvoice.console import print_event, print_turn_table
+
+    if not os.path.isfile(args.input):
+        raise CliError(f"{args.input}: no such file (expected a PCM16 WAV)")
+    graph = _load(args.graph, args.overrides)
+    try:
+        graph = with_file_io(graph, args.input, args.output, realtime=not args.fast)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    result = anyio.run(run_chat, graph, print_event)
+    print_turn_table(result.turns)
+    if args.output:
+        print(
+            f"wrote {args.output} ({len(result.audio) / result.sample_rate:.1f} s of reply audio)"
+        )
+    return EXIT_OK if result.turns else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    graph = _load(args.graph, args.overrides)
+    host = args.host or graph.server.host
+    port = args.port if args.port is not None else graph.server.port
+    if graph.has_node_type("websocket."):
+        from flowvoice.server import serve
+
+        serve(graph, host, port, token=args.token)
+        return EXIT_OK
+    import anyio
+
+    from flowvoice.console import print_event
+    from flowvoice.runtime.session import Session
+
+    session = Session(graph)
+    session.subscribe(print_event)
+    anyio.run(session.run)
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.name == "runtime":
+        from flowvoice.bench.runtime import main as bench_runtime
+
+        return bench_runtime(frames=args.frames, markdown=args.markdown)
+    from flowvoice.bench.e2e import main as bench_e2e
+
+    return bench_e2e(graph_path=args.graph, questions=args.questions, markdown=args.markdown)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "chat": cmd_chat,
+    "viz": cmd_viz,
+    "validate": cmd_validate,
+    "nodes": cmd_nodes,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="flowvoice: %(message)s",
+        stream=sys.stderr,
+    )
+    from flowvoice.node import NodeSetupError
+    from flowvoice.runtime.session import SessionError
+
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as exc:
+        print(f"error: {exc}" if "\n" not in str(exc) else str(exc), file=sys.stderr)
+        return exc.code
+    except SessionError as exc:
+        code = EXIT_BAD_INPUT if isinstance(exc.error, NodeSetupError) else EXIT_FAILED
+        print(f"error: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Streaming sentence splitter: LLM text deltas in, sentences out as soon as each one ends."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field
+
+from flowvoice.frames import Frame, Sentence, TextDelta
+from flowvoice.graph.registry import register
+from flowvoice.node import Node, NodeParams, Port
+
+ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "a.m",
+        "p.m",
+        "u.s",
+        "no",
+        "approx",
+        "dept",
+        "est",
+        "fig",
+        "inc",
+        "ltd",
+    ]
+)
+# A candidate end: terminal punctuation (runs like "?!" or "..."), optional closing quotes or
+# brackets, then whitespace. The whitespace is required so "3.5" and "e.g." mid-token wait.
+_END = re.compile(r"([.!?]+)([\"')\]]*)\s+")
+_CLAUSE = re.compile(r"[,;:\u2014]\s+|\s[-\u2013]\s")
+
+
+class SentenceSplitter:
+    """Incremental splitter: ``feed`` text, get back the sentences completed so far."""
+
+    def __init__(self, first_clause_words: int = 0, min_chars: int = 2):
+        self.first_clause_words = first_clause_words
+        self.min_chars = min_chars
+        self._buffer = ""
+        self._emitted = 0
+
+    def feed(self, text: str) -> list[str]:
+        self._buffer += text
+        out: list[str] = []
+        while (sentence := self._next()) is not None:
+            out.append(sentence)
+        return out
+
+    def flush(self) -> str:
+        """The unfinished tail (end of the reply), and reset for the next reply."""
+        tail, self._buffer, self._emitted = self._buffer.strip(), "", 0
+        return tail
+
+    def _next(self) -> str | None:
+        for match in _END.finditer(self._buffer):
+            cut = match.end()
+            candidate = self._buffer[: match.start(2) + len(match.group(2))].strip()
+            if self._is_boundary(candidate, match.group(1), self._buffer[cut:]):
+                return self._take(cut, candidate)
+        if self._emitted == 0 and self.first_clause_words:
+            for match in _CLAUSE.finditer(self._buffer):
+                clause = self._buffer[: match.start() + 1].strip()
+                if len(clause.split()) >= self.first_clause_words:
+                    return self._take(match.end(), clause)
+        return None
+
+    def _take(self, cut: int, sentence: str) -> str:
+        self._buffer = self._buffer[cut:]
+        self._emitted += 1
+        return sentence
+
+    def _is_boundary(self, candidate: str, punct: str, rest: str) -> bool:
+        if len(candidate) < self.min_chars:
+            return False
+        if punct == ".":
+            last_word = candidate.rsplit(None, 1)[-1].rstrip(".").lower()
+            if last_word in ABBREVIATIONS or re.fullmatch(r"[a-z]", last_word):
+                return False  # "Dr. Smith", "J. K. Rowling"
+        # An ellipsis may trail into the same sentence: decide on the next word.
+        return not (punct.startswith("..") and (not rest or rest[:1].islower()))
+
+
+class SentencesParams(NodeParams):
+    first_clause_words: int = Field(
+        0,
+        ge=0,
+        description="Emit the first clause of a reply early (at a comma, colon, dash) once it "
+        "has this many words, so TTS starts sooner; 0 waits for the full first sentence.",
+    )
+    min_chars: int = Field(2, ge=1, description="Shortest text that counts as a sentence.")
+
+
+@register("text.sentences")
+class Sentences(Node):
+    """Splits streamed reply text into sentences, emitting each as soon as it ends.
+
+    Handles abbreviations (Dr., e.g.), decimals (3.5), initials and ellipses; flushes the tail
+    when the reply ends, marking the last sentence ``final`` (an empty final sentence when
+    nothing is left, so downstream nodes always see the end of a reply).
+    """
+
+    inputs = {"text": Port(TextDelta)}
+    outputs = {"sentence": Port(Sentence)}
+    Params = SentencesParams
+    params: SentencesParams
+    preemptible = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.splitter = SentenceSplitter(self.params.first_clause_words, self.params.min_chars)
+
+    async def process(self, port: str, frame: Frame) -> None:
+        assert isinstance(frame, TextDelta)
+        for sentence in self.splitter.feed(frame.text):
+            self.context.mark("first_sentence", frame.turn)
+            await self.emit("sentence", Sentence(text=sentence))
+        if frame.final:
+            tail = self.splitter.flush()
+            if tail:
+                self.context.mark("first_sentence", frame.turn)
+            await self.emit("sentence", Sentence(text=tail, final=True))
+
+    async def on_interrupt(self, turn: int) -> None:
+        self.splitter.flush()
