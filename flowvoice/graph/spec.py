@@ -108,8 +108,8 @@ def load_graph(
 ) -> LoadedGraph:
     """Read, interpolate, override and validate a graph file; raise :class:`GraphError`."""
     source = read_graph_source(path, text)
-    problems = interpolate(source, environ)
-    problems += apply_overrides(source, overrides or [])
+    problems = apply_overrides(source, overrides or [])
+    problems += interpolate(source, environ)
     if problems:
         raise GraphError(problems)
     graph, problems = _validate(source)

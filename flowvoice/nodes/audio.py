@@ -177,3 +177,11 @@ class Resample(Node):
         samples = self._resampler(frame.samples)
         if len(samples):
             await self.emit("audio", AudioFrame(samples=samples, sample_rate=rate, t_ns=frame.t_ns))
+
+    async def end_of_stream(self) -> None:
+        if self._resampler is not None:
+            tail = self._resampler(np.zeros(0, np.int16), last=True)
+            if len(tail):
+                await self.emit(
+                    "audio", AudioFrame(samples=tail, sample_rate=self.params.sample_rate)
+                )

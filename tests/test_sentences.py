@@ -1,0 +1,95 @@
+"""The streaming sentence splitter, fed token by token as an LLM streams."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from flowvoice.frames import Sentence, TextDelta
+from flowvoice.graph.registry import register
+from flowvoice.graph.spec import load_graph
+from flowvoice.node import Node, Port
+from flowvoice.nodes.text import SentenceSplitter
+from flowvoice.runtime.session import Session
+
+
+def split_streaming(text: str, **kwargs) -> tuple[list[str], str]:
+    """Feed ``text`` in small LLM-like pieces; return the sentences and the flushed tail."""
+    splitter = SentenceSplitter(**kwargs)
+    out: list[str] = []
+    for i in range(0, len(text), 3):
+        out += splitter.feed(text[i : i + 3])
+    return out, splitter.flush()
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences", "tail"),
+    [
+        ("Hello there. How are you? Fine", ["Hello there.", "How are you?"], "Fine"),
+        ("It costs 3.5 dollars. Cheap!", ["It costs 3.5 dollars."], "Cheap!"),
+        ("Dr. Smith and Mrs. Jones met. Then", ["Dr. Smith and Mrs. Jones met."], "Then"),
+        ("Use e.g. apples or i.e. fruit. Ok", ["Use e.g. apples or i.e. fruit."], "Ok"),
+        ("J. K. Rowling wrote it. Yes", ["J. K. Rowling wrote it."], "Yes"),
+        ("Wait... what happened? Nothing", ["Wait... what happened?"], "Nothing"),
+        ("I see... Well then. So", ["I see...", "Well then."], "So"),
+        ('He said "stop." Then left. Ok', ['He said "stop."', "Then left."], "Ok"),
+        ("Really?! Yes.", ["Really?!"], "Yes."),
+        ("Version 2.0 is out", [], "Version 2.0 is out"),
+    ],
+)
+def test_splits_at_sentence_ends_only(text, sentences, tail):
+    assert split_streaming(text) == (sentences, tail)
+
+
+def test_each_sentence_is_emitted_as_soon_as_it_ends():
+    splitter = SentenceSplitter()
+    assert splitter.feed("The capital of France is Paris.") == []  # could be "Paris.com"
+    assert splitter.feed(" It") == ["The capital of France is Paris."]
+
+
+def test_first_clause_early_only_for_the_first_sentence():
+    text = "Well, the capital of France, as you know, is Paris. Also, it is big, old and nice. End"
+    sentences, tail = split_streaming(text, first_clause_words=3)
+    assert sentences == [
+        "Well, the capital of France,",
+        "as you know, is Paris.",
+        "Also, it is big, old and nice.",
+    ]
+    assert tail == "End"
+
+
+def test_flush_resets_for_the_next_reply():
+    splitter = SentenceSplitter(first_clause_words=2)
+    splitter.feed("one two,")
+    assert splitter.flush() == "one two,"
+    assert splitter.feed("three four, five") == ["three four,"]
+
+
+@register("t.deltas")
+class Deltas(Node):
+    """Streams a reply in 4-character deltas, then the final marker."""
+
+    outputs = {"text": Port(TextDelta)}
+
+    async def run(self) -> None:
+        reply = "Sure. The answer is 42.5 today, I think"
+        for i in range(0, len(reply), 4):
+            await self.emit("text", TextDelta(text=reply[i : i + 4]))
+        await self.emit("text", TextDelta(text="", final=True))
+
+
+def test_node_flushes_tail_as_final_sentence_and_marks_trace():
+    graph = load_graph(
+        "s.yaml",
+        text="nodes:\n  d: {type: t.deltas}\n  s: {type: text.sentences}\n"
+        "  c: {type: test.collect}\nedges:\n  - d.text -> s.text\n  - s.sentence -> c.frames\n",
+    )
+    session = Session(graph)
+    anyio.run(session.run)
+    frames = session.nodes["c"].frames
+    assert all(isinstance(f, Sentence) for f in frames)
+    assert [(f.text, f.final) for f in frames] == [
+        ("Sure.", False),
+        ("The answer is 42.5 today, I think", True),
+    ]
+    assert "first_sentence" in session.tracer.turns[0].marks
