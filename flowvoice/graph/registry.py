@@ -26,9 +26,12 @@ BUILTIN_MODULES = (
     "flowvoice.nodes.vad",
     "flowvoice.nodes.stt",
     "flowvoice.nodes.turn",
+    "flowvoice.nodes.turn_classifier",
     "flowvoice.nodes.llm",
+    "flowvoice.nodes.llm_remote",
     "flowvoice.nodes.text",
     "flowvoice.nodes.tts",
+    "flowvoice.nodes.tts_realtime",
     "flowvoice.nodes.websocket",
     "flowvoice.nodes.testing",
 )
