@@ -305,3 +305,63 @@ edges:
     anyio.run(main)
     # "b" and "c" (turn 0) were queued when the turn moved on: dropped, never processed.
     assert session.stale_dropped == 2
+
+
+def test_resource_cache_loads_once_for_concurrent_sessions():
+    from flowvoice.runtime.resources import ResourceCache
+
+    cache = ResourceCache()
+    calls = []
+
+    def load():
+        calls.append(1)
+        time.sleep(0.05)
+        return object()
+
+    async def main():
+        results = []
+
+        async def get():
+            results.append(await cache.get(("model", "x"), load, label="x"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(get)
+        return results
+
+    results = anyio.run(main)
+    assert len(calls) == 1
+    assert all(r is results[0] for r in results)
+
+
+def test_third_party_nodes_register_through_entry_points(monkeypatch):
+    from flowvoice.graph import registry
+
+    class PluginNode(Node):
+        """A node from another package."""
+
+        inputs = {"audio": Port(AudioFrame)}
+
+    class FakeEntryPoint:
+        name, value = "plugin.sink", "other_pkg:PluginNode"
+
+        def load(self):
+            return PluginNode
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint()])
+    assert registry.get_node_type("plugin.sink") is PluginNode
+    graph = load_graph(
+        "plugin.yaml",
+        text="nodes:\n  s: {type: test.tone}\n  p: {type: plugin.sink}\n"
+        "edges:\n  - s.audio -> p.audio\n",
+    )
+    assert graph.nodes["p"].node_type is PluginNode
+
+
+def test_runtime_benchmark_runs():
+    from flowvoice.bench.runtime import measure
+
+    result = measure(frames=300, latency_frames=30)
+    assert result["frames_per_s"] > 0
+    assert 0 < result["hop_p50_us"] <= result["hop_p99_us"]
