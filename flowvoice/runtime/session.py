@@ -27,6 +27,7 @@ from flowvoice.frames import EndOfStream, Frame
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.node import Node
 from flowvoice.runtime.channel import Channel, ChannelClosed, Overflow
+from flowvoice.runtime.playback import PlaybackLedger
 from flowvoice.runtime.resources import ResourceCache, shared_resources
 from flowvoice.runtime.trace import Tracer, TurnTrace
 
@@ -82,6 +83,11 @@ class NodeContext:
         return self._session.resources
 
     @property
+    def playback(self) -> PlaybackLedger:
+        """What the assistant said per turn and how much of it the user heard."""
+        return self._session.playback
+
+    @property
     def transport(self) -> Any:
         """The session's I/O endpoint (e.g. the WebSocket connection), or None."""
         return self._session.transport
@@ -124,6 +130,7 @@ class Session:
         self.turn = 0
         self.listeners: list[EventListener] = []
         self.tracer = Tracer(on_complete=self._publish_metrics)
+        self.playback = PlaybackLedger()
         self.stale_dropped = 0
         self.nodes: dict[str, Node] = {}
         self._contexts: dict[str, NodeContext] = {}

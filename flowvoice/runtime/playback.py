@@ -1,0 +1,106 @@
+"""What the assistant said, and how much of it the user actually heard.
+
+TTS nodes record each sentence with the duration of its audio; sinks record audio sent and
+the client's playback reports. When a turn is interrupted, :meth:`PlaybackLedger.heard_text`
+maps the played time back onto the sentences (and words, proportionally, within the
+sentence being played) so the chat history keeps only what the user heard.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Spoken:
+    text: str
+    seconds: float = 0.0
+
+
+@dataclass
+class TurnPlayback:
+    """One turn's assistant audio: sentences with durations, sent and played seconds."""
+
+    sentences: list[_Spoken] = field(default_factory=list)
+    sent_s: float = 0.0
+    played_s: float | None = None
+    first_sent_at: float | None = None
+
+    @property
+    def audio_s(self) -> float:
+        return sum(s.seconds for s in self.sentences)
+
+    def heard_s(self, now: float) -> float:
+        """Seconds the user has heard: the client's report, else real-time since first audio."""
+        if self.played_s is not None:
+            return min(self.played_s, self.sent_s)
+        if self.first_sent_at is None:
+            return 0.0
+        return min(self.sent_s, now - self.first_sent_at)
+
+
+class PlaybackLedger:
+    """Per-session record of assistant speech, kept for the most recent ``keep`` turns."""
+
+    def __init__(self, keep: int = 64):
+        self._turns: dict[int, TurnPlayback] = {}
+        self._keep = keep
+
+    def _turn(self, turn: int) -> TurnPlayback:
+        entry = self._turns.get(turn)
+        if entry is None:
+            entry = self._turns[turn] = TurnPlayback()
+            while len(self._turns) > self._keep:
+                del self._turns[next(iter(self._turns))]
+        return entry
+
+    def begin_sentence(self, turn: int, text: str) -> None:
+        """TTS starts synthesizing ``text`` for ``turn``."""
+        self._turn(turn).sentences.append(_Spoken(text))
+
+    def add_audio(self, turn: int, seconds: float) -> None:
+        """TTS produced ``seconds`` more audio of the current sentence."""
+        entry = self._turn(turn)
+        if not entry.sentences:
+            entry.sentences.append(_Spoken(""))
+        entry.sentences[-1].seconds += seconds
+
+    def sent(self, turn: int, seconds: float) -> None:
+        """A sink sent ``seconds`` of the turn's audio to the listener."""
+        entry = self._turn(turn)
+        if entry.first_sent_at is None:
+            entry.first_sent_at = time.monotonic()
+        entry.sent_s += seconds
+
+    def played(self, turn: int, seconds: float) -> None:
+        """The client reports it has played ``seconds`` of the turn's audio."""
+        self._turn(turn).played_s = seconds
+
+    def is_playing(self, turn: int, now: float | None = None) -> bool:
+        """True while sent audio of ``turn`` has not finished playing."""
+        entry = self._turns.get(turn)
+        if entry is None or entry.first_sent_at is None:
+            return False
+        now = time.monotonic() if now is None else now
+        return entry.heard_s(now) < entry.sent_s
+
+    def heard_text(self, turn: int, now: float | None = None) -> tuple[str, bool]:
+        """(text the user heard, whether that is all of it) for ``turn``."""
+        entry = self._turns.get(turn)
+        if entry is None:
+            return "", False
+        heard = entry.heard_s(time.monotonic() if now is None else now)
+        words: list[str] = []
+        elapsed = 0.0
+        for sentence in entry.sentences:
+            if heard >= elapsed + sentence.seconds:
+                words += sentence.text.split()
+            elif sentence.seconds > 0 and heard > elapsed:
+                part = sentence.text.split()
+                words += part[: int(len(part) * (heard - elapsed) / sentence.seconds + 1e-6)]
+                return " ".join(words), False
+            else:
+                return " ".join(words), False
+            elapsed += sentence.seconds
+        return " ".join(words), True
