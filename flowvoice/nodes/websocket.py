@@ -1,0 +1,118 @@
+"""Browser I/O nodes: the microphone and the speaker of a WebSocket session.
+
+Both talk to the session's transport (:class:`flowvoice.transport.WebSocketTransport`),
+which the server creates per connection; see that module for the wire protocol.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from pydantic import Field
+
+from flowvoice.frames import AudioFrame, Frame, TextDelta
+from flowvoice.graph.registry import register
+from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.transport import WebSocketTransport
+
+
+def _transport(node: Node) -> WebSocketTransport:
+    transport = node.context.transport
+    if not isinstance(transport, WebSocketTransport):
+        raise NodeSetupError(
+            f"{node.type_name} needs a browser connection: serve the graph with "
+            "`flowvoice run`, or use `flowvoice chat` to run it on a WAV file"
+        )
+    return transport
+
+
+class SourceParams(NodeParams):
+    sample_rate: int = Field(16000, ge=8000, le=48000, description="Output sample rate in Hz.")
+    frame_ms: int = Field(20, ge=5, le=200, description="Duration of each emitted frame in ms.")
+
+
+@register("websocket.source")
+class WebSocketSource(Node):
+    """The browser's microphone: PCM16 frames of ``frame_ms`` at ``sample_rate``.
+
+    Client audio at another rate (the hello's ``sample_rate``) is resampled with soxr. Ends
+    when the connection closes.
+    """
+
+    outputs = {"audio": Port(AudioFrame, doc="PCM16 mono microphone frames")}
+    Params = SourceParams
+    params: SourceParams
+
+    async def run(self) -> None:
+        import soxr
+
+        transport = _transport(self)
+        rate = self.params.sample_rate
+        step = rate * self.params.frame_ms // 1000
+        pending = np.zeros(0, np.int16)
+        resampler, resampler_rate = None, rate
+        async for chunk in transport.audio():
+            samples = chunk.samples
+            if chunk.sample_rate != rate:
+                if resampler is None or resampler_rate != chunk.sample_rate:
+                    resampler = soxr.ResampleStream(chunk.sample_rate, rate, 1, dtype="int16")
+                    resampler_rate = chunk.sample_rate
+                samples = resampler.resample_chunk(samples)
+            pending = np.concatenate([pending, samples]) if len(pending) else samples
+            while len(pending) >= step:
+                frame, pending = pending[:step], pending[step:]
+                await self.emit(
+                    "audio", AudioFrame(samples=frame, sample_rate=rate, t_ns=chunk.t_ns)
+                )
+
+
+@register("websocket.sink")
+class WebSocketSink(Node):
+    """The browser's speaker: assistant audio as binary messages, reply text as events.
+
+    Sends ``assistant_text`` events for text deltas, marks ``first_audio_sent`` in the
+    latency trace on a turn's first audio, and on a new turn while the assistant is still
+    speaking drops unsent audio and sends ``interrupt`` so the browser flushes its buffer.
+    """
+
+    inputs = {
+        "audio": Port(AudioFrame, doc="assistant audio"),
+        "text": Port(TextDelta, required=False, doc="assistant text, streamed as events"),
+    }
+    preemptible = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._audio_turns: set[int] = set()
+        #: Monotonic time (s) when the client will have played everything sent so far.
+        self._playback_end = 0.0
+        #: Turn of a reply whose text has started but not finished.
+        self._open_reply: int | None = None
+
+    async def process(self, port: str, frame: Frame) -> None:
+        if isinstance(frame, TextDelta):
+            self._open_reply = None if frame.final else frame.turn
+            self.context.publish(
+                "assistant_text", turn=frame.turn, text=frame.text, final=frame.final
+            )
+            return
+        assert isinstance(frame, AudioFrame)
+        await _transport(self).send_audio(frame.turn, frame.sample_rate, frame.samples)
+        if frame.turn not in self._audio_turns:
+            self._audio_turns.add(frame.turn)
+            self.context.mark("first_audio_sent", frame.turn)
+        now = time.monotonic()
+        self._playback_end = max(self._playback_end, now) + frame.duration_s
+
+    def speaking(self) -> bool:
+        """True while sent assistant audio is still playing or a reply is still streaming."""
+        return self._playback_end > time.monotonic() or self._open_reply is not None
+
+    async def on_interrupt(self, turn: int) -> None:
+        if not self.speaking():
+            return
+        _transport(self).discard_audio(before_turn=turn)
+        self._playback_end = 0.0
+        self._open_reply = None
+        self.context.publish("interrupt", turn=turn)

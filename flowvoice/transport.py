@@ -1,0 +1,274 @@
+"""The WebSocket wire protocol and the per-connection transport that nodes talk to.
+
+Client -> server (``/ws``)
+    binary  PCM16LE mono audio at the hello's sample rate (16000 until told), ~20 ms each.
+    text    ``{"type": "hello", "sample_rate": 48000}`` -- the real capture rate (optional).
+            ``{"type": "played", "turn": 3, "ms": 1240}`` -- assistant audio of that turn
+            heard so far (cumulative).
+
+Server -> client
+    binary  assistant audio: an 8-byte header, then PCM16LE mono samples.
+            Header (little-endian): ``uint32 turn`` at offset 0, ``uint32 sample_rate`` at
+            offset 4 (``struct`` format ``"<II"``); the samples start at offset 8.
+    text    JSON events, each with a ``type``: ``partial_transcript``, ``final_transcript``,
+            ``user_turn``, ``assistant_text``, ``interrupt``, ``metrics``, ``error``
+            (``{"type": "error", "code": ..., "message": ...}``, plus ``node`` and
+            ``node_type`` when a node failed).
+
+Malformed client messages get an ``error`` event (codes below) and are otherwise ignored.
+This module imports no web framework: the WebSocket is duck-typed (ASGI-style
+``receive`` / ``send_bytes`` / ``send_text`` / ``close``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import numpy as np
+
+from flowvoice.runtime.channel import Channel, ChannelClosed, Overflow
+
+log = logging.getLogger("flowvoice.transport")
+
+AUDIO_HEADER = struct.Struct("<II")
+"""Server audio header: turn, sample rate (uint32 little-endian each)."""
+
+DEFAULT_SAMPLE_RATE = 16000
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
+
+# Error codes sent in ``error`` events.
+ODD_LENGTH = "odd_length"
+TOO_LARGE = "too_large"
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+UNKNOWN_TYPE = "unknown_type"
+NODE_FAILED = "node_failed"
+INTERNAL = "internal"
+
+
+class WebSocketLike(Protocol):
+    async def receive(self) -> dict[str, Any]: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def send_text(self, data: str) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one connection may send and queue."""
+
+    max_binary_bytes: int = 64 * 1024
+    max_text_bytes: int = 4 * 1024
+    inbox_chunks: int = 500
+    outbox_audio_messages: int = 256
+
+
+@dataclass(slots=True)
+class ClientAudio:
+    """One message of client audio, as received."""
+
+    samples: np.ndarray
+    sample_rate: int
+    t_ns: int
+
+
+class ProtocolError(ValueError):
+    """A malformed client message; ``code`` is the ``error`` event's code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def encode_audio(turn: int, sample_rate: int, samples: np.ndarray) -> bytes:
+    """Header + PCM16LE payload of one server audio message."""
+    pcm = np.asarray(samples, dtype="<i2").tobytes()
+    return AUDIO_HEADER.pack(turn, sample_rate) + pcm
+
+
+def decode_audio(data: bytes) -> tuple[int, int, np.ndarray]:
+    """Inverse of :func:`encode_audio`: ``(turn, sample_rate, samples)``."""
+    turn, rate = AUDIO_HEADER.unpack_from(data)
+    return turn, rate, np.frombuffer(data, dtype="<i2", offset=AUDIO_HEADER.size)
+
+
+def parse_audio(data: bytes, limits: Limits) -> np.ndarray:
+    """Client PCM16LE bytes -> int16 samples, or :class:`ProtocolError`."""
+    if len(data) > limits.max_binary_bytes:
+        raise ProtocolError(
+            TOO_LARGE, f"audio message of {len(data)} bytes exceeds {limits.max_binary_bytes}"
+        )
+    if len(data) % 2:
+        raise ProtocolError(ODD_LENGTH, f"PCM16 audio needs an even byte count, got {len(data)}")
+    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+
+def parse_control(text: str, limits: Limits) -> dict[str, Any]:
+    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
+    if len(text.encode()) > limits.max_text_bytes:
+        raise ProtocolError(TOO_LARGE, f"text message exceeds {limits.max_text_bytes} bytes")
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(BAD_MESSAGE, 'expected a JSON object with a string "type"')
+    kind = message["type"]
+    if kind == "hello":
+        rate = message.get("sample_rate", DEFAULT_SAMPLE_RATE)
+        if not _is_int(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise ProtocolError(
+                BAD_MESSAGE,
+                f"hello.sample_rate must be an integer from {MIN_SAMPLE_RATE} to "
+                f"{MAX_SAMPLE_RATE}, got {rate!r}",
+            )
+    elif kind == "played":
+        turn, ms = message.get("turn"), message.get("ms")
+        if not _is_int(turn) or turn < 0 or not _is_number(ms) or ms < 0:
+            raise ProtocolError(BAD_MESSAGE, "played needs a turn (int >= 0) and ms (number >= 0)")
+    else:
+        raise ProtocolError(
+            UNKNOWN_TYPE, f"unknown message type {kind!r}; expected hello or played"
+        )
+    return message
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+class WebSocketTransport:
+    """One browser connection: client audio in, events and assistant audio out.
+
+    ``read_loop`` and ``write_loop`` run beside the session; ``websocket.source`` reads
+    :meth:`audio`, ``websocket.sink`` calls :meth:`send_audio`, and the server forwards
+    session events with :meth:`send_event`. All outgoing messages go through one ordered
+    outbox, so an ``interrupt`` event always follows the audio it supersedes.
+    """
+
+    def __init__(self, websocket: WebSocketLike, limits: Limits | None = None):
+        self.websocket = websocket
+        self.limits = limits or Limits()
+        self.sample_rate = DEFAULT_SAMPLE_RATE
+        #: Milliseconds of each turn's assistant audio the client reports as played.
+        self.played_ms: dict[int, float] = {}
+        self.protocol_errors: Counter[str] = Counter()
+        self._inbox: Channel[ClientAudio] = Channel(
+            self.limits.inbox_chunks, Overflow.DROP_OLDEST, name="client audio"
+        )
+        self._outbox: deque[tuple[int | None, str | bytes]] = deque()
+        self._queued_audio = 0
+        self._wake = anyio.Event()
+        self._room = anyio.Event()
+        self._close_code: int | None = None
+
+    @property
+    def inbox_dropped(self) -> int:
+        """Client audio messages dropped because the source fell behind."""
+        return self._inbox.dropped
+
+    # -- node side ----------------------------------------------------------------------------
+    async def audio(self) -> AsyncIterator[ClientAudio]:
+        """Client audio messages in arrival order, until the connection ends."""
+        while True:
+            try:
+                yield await self._inbox.receive()
+            except ChannelClosed:
+                return
+
+    async def send_audio(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
+        """Queue assistant audio; waits while too much audio is already queued."""
+        while self._queued_audio >= self.limits.outbox_audio_messages:
+            self._room = anyio.Event()
+            await self._room.wait()
+        self._queued_audio += 1
+        self._push(turn, encode_audio(turn, sample_rate, samples))
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """Queue a JSON event."""
+        self._push(None, json.dumps(event, default=str))
+
+    def discard_audio(self, before_turn: int) -> int:
+        """Drop queued, not yet sent audio of turns older than ``before_turn``."""
+        kept = deque(m for m in self._outbox if m[0] is None or m[0] >= before_turn)
+        dropped = len(self._outbox) - len(kept)
+        self._outbox = kept
+        self._queued_audio -= dropped
+        self._room.set()
+        return dropped
+
+    # -- server side --------------------------------------------------------------------------
+    async def read_loop(self) -> None:
+        """Receive client messages until the client disconnects, then end the audio input."""
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                try:
+                    await self._handle(message)
+                except ProtocolError as exc:
+                    self.protocol_errors[exc.code] += 1
+                    self.send_event({"type": "error", "code": exc.code, "message": str(exc)})
+        finally:
+            self._inbox.close()
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        data, text = message.get("bytes"), message.get("text")
+        if data is not None:
+            samples = parse_audio(data, self.limits)
+            if len(samples):
+                chunk = ClientAudio(samples, self.sample_rate, time.monotonic_ns())
+                await self._inbox.send(chunk)
+        elif text is not None:
+            control = parse_control(text, self.limits)
+            if control["type"] == "hello":
+                self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
+            else:
+                turn = control["turn"]
+                self.played_ms[turn] = max(self.played_ms.get(turn, 0.0), float(control["ms"]))
+
+    async def write_loop(self) -> None:
+        """Send queued messages in order; after :meth:`close`, drain and close the socket.
+
+        Returns when the socket is closed or a send fails (the client is gone).
+        """
+        try:
+            while True:
+                while not self._outbox:
+                    if self._close_code is not None:
+                        await self.websocket.close(self._close_code)
+                        return
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                turn, message = self._outbox.popleft()
+                if turn is not None:
+                    self._queued_audio -= 1
+                    self._room.set()
+                if isinstance(message, bytes):
+                    await self.websocket.send_bytes(message)
+                else:
+                    await self.websocket.send_text(message)
+        except Exception as exc:  # the peer went away mid-send
+            log.debug("websocket send failed: %r", exc)
+
+    def close(self, code: int = 1000) -> None:
+        """Ask the writer to send what is queued, then close the socket with ``code``."""
+        self._close_code = code
+        self._wake.set()
+
+    def _push(self, turn: int | None, message: str | bytes) -> None:
+        self._outbox.append((turn, message))
+        self._wake.set()

@@ -1,0 +1,401 @@
+// flowvoice browser client: microphone -> /ws -> speaker, with the live transcript,
+// the conversation, and each turn's latency. Wire protocol: flowvoice/transport.py.
+
+const SAMPLE_RATE = 16000; // what capture-worklet.js sends
+const HEADER_BYTES = 8; // server audio: uint32 turn, uint32 sample rate (little-endian)
+const MAX_BUFFERED_BYTES = 64 * 1024; // drop mic frames rather than build up latency
+const MAX_RECONNECT_DELAY_MS = 10000;
+const STAGES = [
+  ["final_transcript", "transcript"],
+  ["turn_committed", "turn end"],
+  ["first_token", "first token"],
+  ["first_sentence", "first sentence"],
+  ["first_audio", "first audio"],
+  ["first_audio_sent", "sent"],
+];
+const STATE_TEXT = {
+  idle: "Idle",
+  starting: "Starting…",
+  connecting: "Connecting…",
+  listening: "Listening",
+  hearing: "Hearing you",
+  thinking: "Thinking",
+  speaking: "Speaking",
+  reconnecting: "Reconnecting…",
+};
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  start: $("start"),
+  status: $("status"),
+  statusText: $("status-text"),
+  level: $("level"),
+  notice: $("notice"),
+  conversation: $("conversation"),
+  hint: $("hint"),
+  partial: $("partial"),
+  latency: $("latency"),
+};
+
+// Live counters, also read by the end-to-end tests.
+const fv = (window.flowvoice = {
+  state: "idle",
+  connected: false,
+  framesSent: 0,
+  audioMessages: 0,
+  samplesPlayed: 0,
+  partial: "",
+  transcripts: [],
+  userTurns: [],
+  assistantTexts: [],
+  metrics: [],
+  errors: [],
+  reconnects: 0,
+});
+
+let audio = null; // {ctx, stream, playback}
+let ws = null;
+let running = false;
+let fatal = false; // the server ended the session with an error: do not reconnect
+let attempts = 0;
+let reconnectTimer = null;
+let flushedBefore = 0; // audio of older turns was interrupted: drop it
+let pendingUser = null; // user bubble being transcribed, not yet a committed turn
+const replies = new Map(); // turn -> {bubble, text, index}
+
+// -- state and messages ------------------------------------------------------------------
+
+function setState(state) {
+  fv.state = state;
+  ui.status.className = `status ${state}`;
+  ui.statusText.textContent = STATE_TEXT[state];
+  ui.start.textContent = state === "idle" ? "Start" : "Stop";
+  ui.start.disabled = state === "starting";
+}
+
+function showNotice(text, kind = "error") {
+  ui.notice.textContent = text;
+  ui.notice.className = `notice ${kind}`;
+  ui.notice.hidden = false;
+}
+
+function hideNotice() {
+  ui.notice.hidden = true;
+}
+
+function micMessage(err) {
+  switch (err && err.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "Microphone access was denied. Allow the microphone for this site in the browser's settings, then press Start again.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No microphone was found. Connect one and press Start again.";
+    case "NotReadableError":
+      return "The microphone is busy or unavailable (another application may be using it).";
+    default:
+      return `Could not start audio: ${err && err.message ? err.message : err}`;
+  }
+}
+
+// -- audio -------------------------------------------------------------------------------
+
+async function openAudio() {
+  const ctx = new AudioContext(); // created inside the click, so autoplay is allowed
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+    });
+    await ctx.audioWorklet.addModule("capture-worklet.js");
+    await ctx.audioWorklet.addModule("playback-worklet.js");
+    const capture = new AudioWorkletNode(ctx, "capture", { outputChannelCount: [1] });
+    const mute = ctx.createGain(); // keeps the capture node pulled by the graph, silently
+    mute.gain.value = 0;
+    ctx.createMediaStreamSource(stream).connect(capture).connect(mute).connect(ctx.destination);
+    const playback = new AudioWorkletNode(ctx, "playback", { numberOfInputs: 0, outputChannelCount: [1] });
+    playback.connect(ctx.destination);
+    capture.port.onmessage = (event) => onMicFrame(event.data);
+    playback.port.onmessage = (event) => onPlayback(event.data);
+    await ctx.resume();
+    return { ctx, stream, playback };
+  } catch (err) {
+    ctx.close();
+    throw err;
+  }
+}
+
+function closeAudio() {
+  if (!audio) return;
+  audio.stream.getTracks().forEach((track) => track.stop());
+  audio.ctx.close();
+  audio = null;
+  ui.level.style.width = "0";
+}
+
+function onMicFrame({ pcm, rms }) {
+  ui.level.style.width = `${Math.min(100, Math.round(rms * 400))}%`;
+  if (ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < MAX_BUFFERED_BYTES) {
+    ws.send(pcm);
+    fv.framesSent++;
+  }
+}
+
+function onPlayback({ playing, samples, turns }) {
+  fv.samplesPlayed = samples;
+  for (const [turn, ms] of turns) send({ type: "played", turn, ms: Math.round(ms) });
+  if (playing) setState("speaking");
+  else if (fv.state === "speaking") setState("listening");
+}
+
+// -- connection --------------------------------------------------------------------------
+
+function socketUrl() {
+  const url = new URL("ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) url.searchParams.set("token", token);
+  return url;
+}
+
+function send(message) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+}
+
+function connect() {
+  setState(attempts ? "reconnecting" : "connecting");
+  const socket = new WebSocket(socketUrl());
+  socket.binaryType = "arraybuffer";
+  let opened = false;
+  ws = socket;
+  socket.onopen = () => {
+    opened = true;
+    fv.connected = true;
+    if (attempts) {
+      fv.reconnects++;
+      addDivider("Reconnected: a new conversation starts here.");
+    }
+    attempts = 0;
+    newConversation();
+    hideNotice();
+    socket.send(JSON.stringify({ type: "hello", sample_rate: SAMPLE_RATE }));
+    setState("listening");
+  };
+  socket.onmessage = (event) => {
+    if (typeof event.data === "string") onEvent(JSON.parse(event.data));
+    else onAudio(event.data);
+  };
+  socket.onclose = () => {
+    fv.connected = false;
+    if (ws !== socket) return;
+    ws = null;
+    if (!running) return;
+    if (fatal) {
+      stop();
+      return;
+    }
+    attempts++;
+    const delay = Math.min(1000 * 2 ** (attempts - 1), MAX_RECONNECT_DELAY_MS);
+    const why = opened
+      ? "Connection lost."
+      : "Cannot connect to the server (is it running? is the token or origin refused?).";
+    showNotice(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`, "warning");
+    setState("reconnecting");
+    reconnectTimer = setTimeout(connect, delay);
+  };
+}
+
+async function start() {
+  if (!navigator.mediaDevices || !window.AudioWorkletNode) {
+    showNotice("This page needs a secure context (https or http://localhost) and a browser with AudioWorklet support.");
+    return;
+  }
+  hideNotice();
+  fatal = false;
+  setState("starting");
+  try {
+    audio = await openAudio();
+  } catch (err) {
+    showNotice(micMessage(err));
+    setState("idle");
+    return;
+  }
+  running = true;
+  ui.hint.hidden = true;
+  connect();
+}
+
+function stop() {
+  running = false;
+  clearTimeout(reconnectTimer);
+  attempts = 0;
+  if (ws) {
+    const socket = ws;
+    ws = null;
+    socket.close(1000);
+  }
+  fv.connected = false;
+  closeAudio();
+  setPartial("");
+  setState("idle");
+}
+
+ui.start.addEventListener("click", () => (running ? stop() : start()));
+
+// -- server messages ---------------------------------------------------------------------
+
+function onAudio(buffer) {
+  const view = new DataView(buffer);
+  const turn = view.getUint32(0, true);
+  const rate = view.getUint32(4, true);
+  if (turn < flushedBefore || !audio) return;
+  fv.audioMessages++;
+  const pcm = buffer.slice(HEADER_BYTES);
+  audio.playback.port.postMessage({ type: "audio", turn, rate, pcm }, [pcm]);
+}
+
+function onEvent(event) {
+  switch (event.type) {
+    case "partial_transcript":
+      fv.partial = event.text;
+      setPartial(event.text);
+      if (fv.state === "listening") setState("hearing");
+      break;
+    case "final_transcript":
+      fv.transcripts.push(event.text);
+      if (!pendingUser) pendingUser = addBubble("user pending", "");
+      pendingUser.textContent = `${pendingUser.textContent} ${event.text}`.trim();
+      setPartial("");
+      break;
+    case "user_turn":
+      fv.userTurns.push(event.text);
+      (pendingUser || addBubble("user", "")).textContent = event.text;
+      if (pendingUser) pendingUser.classList.remove("pending");
+      pendingUser = null;
+      setPartial("");
+      if (fv.state !== "speaking") setState("thinking");
+      break;
+    case "assistant_text":
+      appendReply(event.turn, event.text, event.final);
+      break;
+    case "interrupt":
+      interrupt(event.turn);
+      break;
+    case "metrics":
+      fv.metrics.push(event);
+      showLatency(event.turn, event.latency_ms || {});
+      break;
+    case "error":
+      fv.errors.push(event);
+      if (event.code === "node_failed" || event.code === "internal") {
+        fatal = true;
+        showNotice(`The session stopped: ${event.message}. Press Start to try again.`);
+      } else {
+        showNotice(`Server error (${event.code}): ${event.message}`);
+      }
+      break;
+  }
+}
+
+function interrupt(turn) {
+  flushedBefore = Math.max(flushedBefore, turn);
+  if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: turn });
+  for (const [replyTurn, reply] of replies) {
+    if (replyTurn < turn && !reply.done) {
+      reply.done = true;
+      reply.bubble.classList.add("interrupted");
+    }
+  }
+}
+
+// -- conversation view -------------------------------------------------------------------
+
+function newConversation() {
+  // Each connection is a new server session whose turns count from 0 again.
+  flushedBefore = 0;
+  pendingUser = null;
+  replies.clear();
+  if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: Infinity });
+}
+
+function setPartial(text) {
+  ui.partial.textContent = text;
+  ui.partial.hidden = !text;
+}
+
+function addBubble(kind, text) {
+  const bubble = document.createElement("div");
+  bubble.className = `bubble ${kind}`;
+  bubble.textContent = text;
+  ui.conversation.append(bubble);
+  bubble.scrollIntoView({ block: "end" });
+  return bubble;
+}
+
+function addDivider(text) {
+  const divider = document.createElement("p");
+  divider.className = "divider";
+  divider.textContent = text;
+  ui.conversation.append(divider);
+}
+
+function reply(turn) {
+  if (!replies.has(turn)) {
+    const bubble = addBubble("assistant streaming", "");
+    const text = document.createElement("span");
+    bubble.append(text);
+    replies.set(turn, { bubble, text, index: fv.assistantTexts.push("") - 1, done: false });
+  }
+  return replies.get(turn);
+}
+
+function appendReply(turn, text, final) {
+  const entry = reply(turn);
+  if (entry.done) return;
+  entry.text.textContent += text;
+  fv.assistantTexts[entry.index] = entry.text.textContent;
+  if (final) {
+    entry.done = true;
+    entry.bubble.classList.remove("streaming");
+  }
+  entry.bubble.scrollIntoView({ block: "end" });
+}
+
+function showLatency(turn, latency) {
+  const total = latency.first_audio_sent;
+  if (total === undefined) return;
+  const row = document.createElement("li");
+  const title = document.createElement("div");
+  title.className = "latency-title";
+  title.textContent = `turn ${turn}: voice-to-voice ${Math.round(total)} ms`;
+  const bar = document.createElement("div");
+  bar.className = "latency-bar";
+  const table = document.createElement("dl");
+  let previous = 0;
+  for (const [stage, label] of STAGES) {
+    if (latency[stage] === undefined) continue;
+    const step = Math.max(0, latency[stage] - previous);
+    previous = latency[stage];
+    const segment = document.createElement("span");
+    segment.className = `stage ${stage}`;
+    segment.style.flexGrow = String(step);
+    segment.title = `${label}: +${Math.round(step)} ms`;
+    bar.append(segment);
+    const dt = document.createElement("dt");
+    dt.className = `stage ${stage}`;
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = `${Math.round(latency[stage])} ms (+${Math.round(step)})`;
+    table.append(dt, dd);
+  }
+  row.append(title, bar, table);
+  ui.latency.prepend(row);
+  const entry = replies.get(turn);
+  if (entry) {
+    const badge = document.createElement("small");
+    badge.className = "latency-badge";
+    badge.textContent = `${Math.round(total)} ms`;
+    entry.bubble.append(badge);
+  }
+}
+
+setState("idle");
