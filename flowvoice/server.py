@@ -124,6 +124,7 @@ class VoiceServer:
             transport.send_event(event)
 
         session.subscribe(forward)
+        transport.on_played = session.playback.played
         self.metrics.sessions_active += 1
         self.metrics.sessions_total += 1
         self.live[session.id] = (session, transport)

@@ -27,7 +27,7 @@ import logging
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -162,8 +162,9 @@ class WebSocketTransport:
         self.websocket = websocket
         self.limits = limits or Limits()
         self.sample_rate = DEFAULT_SAMPLE_RATE
-        #: Milliseconds of each turn's assistant audio the client reports as played.
-        self.played_ms: dict[int, float] = {}
+        #: Called with (turn, seconds) when the client reports how much of a turn it played.
+        self.on_played: Callable[[int, float], None] | None = None
+        self._played_ms: dict[int, float] = {}
         self.protocol_errors: Counter[str] = Counter()
         self._inbox: Channel[ClientAudio] = Channel(
             self.limits.inbox_chunks, Overflow.DROP_OLDEST, name="client audio"
@@ -237,8 +238,11 @@ class WebSocketTransport:
             if control["type"] == "hello":
                 self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
             else:
-                turn = control["turn"]
-                self.played_ms[turn] = max(self.played_ms.get(turn, 0.0), float(control["ms"]))
+                turn, ms = control["turn"], float(control["ms"])
+                if ms > self._played_ms.get(turn, -1.0):  # cumulative: never goes back
+                    self._played_ms[turn] = ms
+                    if self.on_played is not None:
+                        self.on_played(turn, ms / 1000)
 
     async def write_loop(self) -> None:
         """Send queued messages in order; after :meth:`close`, drain and close the socket.

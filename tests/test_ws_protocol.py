@@ -269,14 +269,19 @@ def test_client_rate_from_hello_is_resampled_to_16k(echo_server: RunningServer) 
         assert abs(np.argmax(spectrum) * 16000 / 8000 - 440) <= 4  # still a 440 Hz tone
 
 
-def test_played_reports_are_recorded(echo_server: RunningServer) -> None:
+def test_played_reports_feed_the_playback_ledger(echo_server: RunningServer) -> None:
+    later = time.monotonic() + 3600  # past any clock-based estimate: only reports count
     with connect(echo_server.ws_url, open_timeout=5) as ws:
-        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 120}))
-        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 80.5}))  # never goes back
-        ws.send(json.dumps({"type": "played", "turn": 2, "ms": 40.5}))
-        wait_for(lambda: len(echo_server.voice.live) == 1, what="the session")
-        ((_, transport),) = echo_server.voice.live.values()
-        wait_for(lambda: transport.played_ms == {0: 120.0, 2: 40.5}, what="played reports")
+        for i in range(5):
+            ws.send(pcm(320, start=i * 320))
+        recv_until(ws, lambda ms: len(audio(ms)) == 5)  # 100 ms of turn 0 sent
+        ((session, _),) = echo_server.voice.live.values()
+        assert not session.playback.is_playing(0, now=later)
+        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 40}))
+        wait_for(lambda: session.playback.is_playing(0, now=later), what="the played report")
+        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 20}))  # cumulative: ignored
+        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 100.0}))
+        wait_for(lambda: not session.playback.is_playing(0, now=later), what="played to the end")
 
 
 # -- malformed input ------------------------------------------------------------------------

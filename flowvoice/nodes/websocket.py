@@ -6,8 +6,6 @@ which the server creates per connection; see that module for the wire protocol.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from pydantic import Field
 
@@ -84,9 +82,8 @@ class WebSocketSink(Node):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._audio_turns: set[int] = set()
-        #: Monotonic time (s) when the client will have played everything sent so far.
-        self._playback_end = 0.0
+        #: Turn of the latest audio sent, until an interrupt flushes it.
+        self._audio_turn: int | None = None
         #: Turn of a reply whose text has started but not finished.
         self._open_reply: int | None = None
 
@@ -99,20 +96,21 @@ class WebSocketSink(Node):
             return
         assert isinstance(frame, AudioFrame)
         await _transport(self).send_audio(frame.turn, frame.sample_rate, frame.samples)
-        if frame.turn not in self._audio_turns:
-            self._audio_turns.add(frame.turn)
+        self.context.playback.sent(frame.turn, frame.duration_s)
+        if frame.turn != self._audio_turn:
+            self._audio_turn = frame.turn
             self.context.mark("first_audio_sent", frame.turn)
-        now = time.monotonic()
-        self._playback_end = max(self._playback_end, now) + frame.duration_s
 
     def speaking(self) -> bool:
-        """True while sent assistant audio is still playing or a reply is still streaming."""
-        return self._playback_end > time.monotonic() or self._open_reply is not None
+        """True while a reply is streaming or its sent audio has not finished playing
+        (by the client's ``played`` reports, else by the clock)."""
+        if self._open_reply is not None:
+            return True
+        return self._audio_turn is not None and self.context.playback.is_playing(self._audio_turn)
 
     async def on_interrupt(self, turn: int) -> None:
         if not self.speaking():
             return
         _transport(self).discard_audio(before_turn=turn)
-        self._playback_end = 0.0
-        self._open_reply = None
+        self._audio_turn = self._open_reply = None
         self.context.publish("interrupt", turn=turn)
