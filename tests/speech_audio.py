@@ -46,7 +46,7 @@ def speech_bounds(
 
 def conversation(
     texts: list[str],
-    gap_s: float = 1.5,
+    gap_s: float | list[float] = 1.5,
     sample_rate: int = 16000,
     noise_db: float | None = None,
     lead_s: float = 0.5,
@@ -55,18 +55,20 @@ def conversation(
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Utterances separated by ``gap_s`` of silence (or white noise at ``noise_db`` dBFS).
 
+    ``gap_s`` is one gap for all, or a list with the gap after each utterance but the last.
     Returns the int16 samples and each utterance's audible (start_s, end_s): espeak's leading
     and trailing near-silence is trimmed so the gaps and bounds are exact.
     """
     parts = [np.zeros(int(lead_s * sample_rate), np.int16)]
     bounds: list[tuple[float, float]] = []
+    gaps = list(gap_s) if isinstance(gap_s, list) else [gap_s] * (len(texts) - 1)
     position = len(parts[0])
     for i, text in enumerate(texts):
         speech = speak(text, sample_rate)
         first, last = speech_bounds(speech, sample_rate)
         speech = speech[first:last]
         bounds.append((position / sample_rate, (position + len(speech)) / sample_rate))
-        gap = gap_s if i < len(texts) - 1 else tail_s
+        gap = gaps[i] if i < len(texts) - 1 else tail_s
         parts += [speech, np.zeros(int(gap * sample_rate), np.int16)]
         position += len(speech) + len(parts[-1])
     samples = np.concatenate(parts)

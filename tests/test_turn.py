@@ -1,0 +1,133 @@
+"""turn.dynamic / turn.silence: the text heuristic, commit timing, and real speech end to end."""
+
+from __future__ import annotations
+
+import pytest
+from harness import audio_steps, run_graph, run_node
+from speech_audio import conversation, wer
+
+from flowvoice.frames import Transcript, UserTurn, VADEvent
+from flowvoice.nodes.turn import classify_ending
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        ("What is the capital of France?", "complete"),
+        ("Thank you.", "complete"),
+        ("Turn it on.", "complete"),
+        ("Stop!", "complete"),
+        ("Please turn on the lights in the kitchen and", "incomplete"),
+        ("Please turn on the lights in the kitchen and.", "incomplete"),
+        ("I would like to book a table for,", "incomplete"),
+        ("So what I was thinking is that,", "incomplete"),
+        ("Can you tell me about the", "incomplete"),
+        ("I was going to, um", "incomplete"),
+        ("Well...", "incomplete"),
+        ("It is because", "incomplete"),
+        ("hello there", "open"),
+        ("", "open"),
+    ],
+)
+def test_classify_ending(text, ending):
+    assert classify_ending(text) == ending
+
+
+def utterance(text: str, pause_s: float):
+    """Steps of one VAD segment whose final transcript arrives ``pause_s`` after its end."""
+    yield "vad", VADEvent(kind="start")
+    yield "vad", VADEvent(kind="end")
+    yield pause_s
+    yield "transcript", Transcript(text=text, final=True)
+
+
+def commit_delays_ms(result) -> list[float]:
+    """Per committed turn: ms from its speech end (trace) to the UserTurn's arrival."""
+    traces = result.session.tracer.turns
+    return [
+        (r.t_ns - traces[r.frame.turn].marks["speech_end"]) / 1e6
+        for r in result.received["user_turn"]
+    ]
+
+
+async def test_finished_sentence_commits_after_min_wait():
+    result = await run_node(
+        "turn.dynamic", {"min_wait_ms": 300}, [*utterance("What time is it?", 0.05), 0.8]
+    )
+    (turn,) = result.frames("user_turn")
+    assert isinstance(turn, UserTurn) and turn.text == "What time is it?" and turn.turn == 1
+    assert 250 <= commit_delays_ms(result)[0] <= 450
+    marks = result.session.tracer.turns[1].marks
+    assert marks["speech_end"] <= marks["final_transcript"] <= marks["turn_committed"]
+    assert result.events_of("user_turn") == [{"type": "user_turn", "turn": 1, "text": turn.text}]
+
+
+async def test_trailing_and_waits_and_the_turn_continues():
+    script = [
+        *utterance("Please turn on the lights in the kitchen and", 0.05),
+        0.8,  # longer than min_wait, shorter than max_wait: no commit
+        *utterance("close the window.", 0.05),
+        0.6,
+    ]
+    result = await run_node("turn.dynamic", {"max_wait_ms": 1500}, script)
+    turns = result.frames("user_turn")
+    assert [t.text for t in turns] == [
+        "Please turn on the lights in the kitchen and close the window."
+    ]
+    assert result.session.turn == 1
+
+
+async def test_unfinished_clause_waits_max_then_commits():
+    result = await run_node("turn.dynamic", {}, [*utterance("I want to go to the", 0.05), 2.0])
+    assert [t.text for t in result.frames("user_turn")] == ["I want to go to the"]
+    assert 1400 <= commit_delays_ms(result)[0] <= 1700
+
+
+async def test_final_transcript_gates_the_commit():
+    # the silence has long passed when the (slow) final arrives: commit right then
+    result = await run_node(
+        "turn.silence", {"silence_ms": 200}, [*utterance("Hi there.", 0.6), 0.3]
+    )
+    assert 550 <= commit_delays_ms(result)[0] <= 800
+
+
+async def test_end_of_stream_commits_pending_text_and_noise_is_no_turn():
+    script = [*utterance("", 0.05), 0.3, *utterance("Good night", 0.0)]
+    result = await run_node("turn.dynamic", {}, script)
+    assert [t.text for t in result.frames("user_turn")] == ["Good night"]
+    assert result.session.turn == 1
+
+
+async def test_real_speech_one_turn_per_question_and_no_commit_at_a_pause_after_and():
+    texts = [
+        "I would like to book a table for two people tomorrow evening.",
+        "Please turn on the lights in the kitchen and",
+        "close the window.",
+    ]
+    samples, _ = conversation(texts, gap_s=[2.0, 0.3], lead_s=0.3, tail_s=2.0)
+    nodes = {
+        "vad": ("vad.silero", {"min_silence_ms": 150}),  # so the 300 ms pause splits
+        "stt": ("stt.whisper", {"partial_interval_ms": 0}),
+        "turn": ("turn.dynamic", {}),
+    }
+    edges = [
+        "vad.audio -> stt.audio",
+        "vad.events -> stt.vad",
+        "vad.events -> turn.vad",
+        "stt.transcript -> turn.transcript",
+    ]
+    steps = audio_steps("vad.audio", samples, 16000, realtime=True)
+    result = await run_graph(nodes, edges, steps, ["vad.audio"], timeout=60)
+    ends = [e for e in result.frames("vad.events") if e.kind == "end"]
+    assert len(ends) == 3, "the VAD should end a segment at the 300 ms pause"
+    turns = result.frames("turn.user_turn")
+    assert len(turns) == 2, [t.text for t in turns]
+    assert wer(texts[0], turns[0].text) <= 0.15, [t.text for t in turns]
+    assert wer(f"{texts[1]} {texts[2]}", turns[1].text) <= 0.15, turns[1].text
+    assert [t.turn for t in turns] == [1, 2]
+    for turn in turns:
+        latency = result.session.tracer.turns[turn.turn].latencies_ms()
+        assert set(latency) >= {"final_transcript", "turn_committed"}
+        print(f"turn {turn.turn}: {latency}")
