@@ -23,59 +23,13 @@ from flowvoice.node import Node, NodeParams, Port
 
 Ending = Literal["complete", "incomplete", "open"]
 
+_CONTINUATION_WORDS = """
+and or but so because cause since although though unless until while whereas if than as to
+the a an my your our their that which who whose where when of for with without from into onto
+at between like um uh er erm hmm ah also plus
+"""
 #: Words that leave a clause unfinished when the user pauses after them.
-CONTINUATIONS = frozenset(
-    [
-        "and",
-        "or",
-        "but",
-        "so",
-        "because",
-        "cause",
-        "since",
-        "although",
-        "though",
-        "unless",
-        "until",
-        "while",
-        "whereas",
-        "if",
-        "than",
-        "as",
-        "to",
-        "the",
-        "a",
-        "an",
-        "my",
-        "your",
-        "our",
-        "their",
-        "that",
-        "which",
-        "who",
-        "whose",
-        "where",
-        "when",
-        "of",
-        "for",
-        "with",
-        "without",
-        "from",
-        "into",
-        "onto",
-        "at",
-        "between",
-        "like",
-        "um",
-        "uh",
-        "er",
-        "erm",
-        "hmm",
-        "ah",
-        "also",
-        "plus",
-    ]
-)
+CONTINUATIONS = frozenset(_CONTINUATION_WORDS.split())
 _WORD = re.compile(r"[\w']+")
 
 
