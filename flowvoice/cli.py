@@ -89,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?", help="a node type, e.g. stt.whisper")
 
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
-    bench.add_argument("name", choices=["runtime", "e2e"], help="which benchmark")
-    bench.add_argument("--frames", type=int, default=20000, help="runtime: frames to push")
+    bench.add_argument("name", choices=["runtime", "e2e", "pipecat"], help="which benchmark")
+    bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
+    bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
+    bench.add_argument("--plot", metavar="PNG", help="pipecat: also save bar charts (matplotlib)")
     bench.add_argument("--graph", default="graphs/default.yaml", help="e2e: graph to measure")
     bench.add_argument("--questions", type=int, default=5, help="e2e: spoken questions")
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -201,6 +203,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.runtime import main as bench_runtime
 
         return bench_runtime(frames=args.frames, markdown=args.markdown)
+    if args.name == "pipecat":
+        from flowvoice.bench.pipecat_compare import main as bench_pipecat
+
+        return bench_pipecat(
+            markdown=args.markdown, frames=args.frames, repeats=args.repeats, plot_path=args.plot
+        )
     from flowvoice.bench.e2e import main as bench_e2e
 
     return bench_e2e(graph_path=args.graph, questions=args.questions, markdown=args.markdown)
