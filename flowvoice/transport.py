@@ -69,6 +69,8 @@ class Limits:
     max_text_bytes: int = 4 * 1024
     inbox_chunks: int = 500
     outbox_audio_messages: int = 256
+    #: Protocol errors answered with an ``error`` event; later ones are only counted.
+    error_events: int = 100
 
 
 @dataclass(slots=True)
@@ -221,10 +223,18 @@ class WebSocketTransport:
                 try:
                     await self._handle(message)
                 except ProtocolError as exc:
-                    self.protocol_errors[exc.code] += 1
-                    self.send_event({"type": "error", "code": exc.code, "message": str(exc)})
+                    self._protocol_error(exc)
         finally:
             self._inbox.close()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.protocol_errors[exc.code] += 1
+        count = sum(self.protocol_errors.values())
+        if count <= self.limits.error_events:
+            message = str(exc)
+            if count == self.limits.error_events:
+                message += " (further protocol errors are not reported)"
+            self.send_event({"type": "error", "code": exc.code, "message": message})
 
     async def _handle(self, message: dict[str, Any]) -> None:
         data, text = message.get("bytes"), message.get("text")

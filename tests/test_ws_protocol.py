@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
-from serving import RunningServer, running_server
+from serving import RunningServer, running_server, speech_graph
+from speech_audio import speak, wer
 from starlette.testclient import TestClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -24,7 +26,8 @@ from flowvoice.graph.registry import register
 from flowvoice.graph.spec import LoadedGraph, load_graph
 from flowvoice.node import Node, Port
 from flowvoice.prometheus import ServerMetrics
-from flowvoice.server import create_app, origin_allowed
+from flowvoice.runtime.session import Session
+from flowvoice.server import create_app, origin_allowed, prewarm
 from flowvoice.transport import Limits, decode_audio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,6 +320,19 @@ def test_malformed_input_gets_error_and_session_goes_on(
         assert received[0][:2] == (0, 16000)
 
 
+def test_error_events_are_capped_per_connection(echo_server: RunningServer) -> None:
+    cap = Limits().error_events
+    with connect(echo_server.ws_url, open_timeout=5) as ws:
+        for _ in range(cap + 50):
+            ws.send("{")
+        ws.send(pcm(320))
+        messages = recv_until(ws, lambda ms: bool(audio(ms)))
+    errors = [e for e in events(messages) if e["type"] == "error"]
+    assert len(errors) == cap and "not reported" in errors[-1]["message"]
+    wait_for(lambda: not echo_server.voice.live, what="session end")
+    assert echo_server.voice.metrics.protocol_errors["bad_json"] == cap + 50
+
+
 def test_messages_over_the_hard_limit_close_the_connection(echo_server: RunningServer) -> None:
     with connect(echo_server.ws_url, open_timeout=5, max_size=None) as ws:
         ws.send(b"\x00" * (2 << 20))
@@ -451,3 +467,122 @@ def test_abrupt_disconnect_cancels_the_session(echo_server: RunningServer) -> No
         ws.socket.shutdown(socket.SHUT_RDWR)  # no closing handshake, like a crashed tab
     wait_for(lambda: not echo_server.voice.live, what="session to end")
     wait_for(lambda: echo_server.task_names() == baseline, what="tasks to finish")
+
+
+# -- the real speech graph -------------------------------------------------------------------
+
+
+class Client:
+    """A WebSocket client that reads in the background and can speak in real time."""
+
+    def __init__(self, url: str):
+        self.ws = connect(url, open_timeout=10, max_size=None)
+        self.messages: list[Message] = []
+        self._threads = [threading.Thread(target=self._read, daemon=True)]
+        self._threads[0].start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.ws:
+                self.messages.append(message)
+        except ConnectionClosed:
+            pass
+
+    def say(self, samples: np.ndarray, rate: int = 16000) -> None:
+        """Send ``samples`` as 20 ms PCM16 frames paced in real time (in the background)."""
+
+        def send() -> None:
+            step = rate // 50
+            start = time.monotonic()
+            for index, offset in enumerate(range(0, len(samples), step)):
+                time.sleep(max(0.0, start + index * 0.02 - time.monotonic()))
+                try:
+                    self.ws.send(samples[offset : offset + step].astype("<i2").tobytes())
+                except ConnectionClosed:
+                    return
+
+        self.ws.send(json.dumps({"type": "hello", "sample_rate": rate}))
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in events(list(self.messages)) if e["type"] == kind]
+
+    def replied(self) -> bool:
+        """A committed user turn, its full reply text, and audio of that turn arrived."""
+        turns = self.events("user_turn")
+        if not turns:
+            return False
+        turn = turns[0]["turn"]
+        texts = [e for e in self.events("assistant_text") if e["turn"] == turn]
+        sent = [a for a in audio(list(self.messages)) if a[0] == turn]
+        return any(e["final"] for e in texts) and bool(sent)
+
+    def close(self) -> None:
+        self.ws.close()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def question(text: str) -> np.ndarray:
+    """``text`` spoken at 16 kHz with 1 s of silence before and 3 s after."""
+    silence = np.zeros(16000, np.int16)
+    return np.concatenate([silence, speak(text, 16000), silence, silence, silence])
+
+
+def llm_state(session: Session) -> str:
+    """Everything the session's LLM node holds (its chat history among it), as text."""
+    return repr(vars(session.nodes["llm"]))
+
+
+@pytest.fixture(scope="module")
+def speech_server():
+    graph = speech_graph()
+    with running_server(create_app(graph)) as server:
+        server.call(prewarm(graph), timeout=300)
+        yield server
+
+
+def test_spoken_question_gets_transcript_and_assistant_audio(speech_server: RunningServer) -> None:
+    client = Client(speech_server.ws_url)
+    try:
+        client.say(question("What is the capital of France?"))
+        wait_for(client.replied, timeout=90, what="a spoken reply")
+    finally:
+        client.close()
+    finals = " ".join(e["text"] for e in client.events("final_transcript"))
+    assert wer("What is the capital of France?", finals) <= 0.35, finals
+    (user_turn,) = client.events("user_turn")
+    turn = user_turn["turn"]
+    reply = "".join(e["text"] for e in client.events("assistant_text") if e["turn"] == turn)
+    assert reply.strip()
+    frames = [a for a in audio(client.messages) if a[0] == turn]
+    assert {rate for _, rate, _ in frames} == {frames[0][1]} and frames[0][1] >= 16000
+    seconds = sum(len(samples) for _, _, samples in frames) / frames[0][1]
+    assert seconds > 0.5
+    (metrics,) = [e for e in client.events("metrics") if e["turn"] == turn]
+    latency = metrics["latency_ms"]
+    assert 0 < latency["final_transcript"] <= latency["first_audio_sent"] < 30_000
+    print(f"\nreply: {reply!r}; {seconds:.1f} s of audio; latency ms: {latency}")
+
+
+def test_two_sessions_keep_separate_histories(speech_server: RunningServer) -> None:
+    questions = ["What is the capital of France?", "How many legs does a spider have?"]
+    clients = [Client(speech_server.ws_url) for _ in questions]
+    try:
+        wait_for(lambda: len(speech_server.voice.live) == 2, what="two sessions")
+        sessions = list(speech_server.voice.live.values())
+        for client, text in zip(clients, questions, strict=True):
+            client.say(question(text))
+        wait_for(lambda: all(c.replied() for c in clients), timeout=180, what="both replies")
+        histories = [llm_state(session) for session, _ in sessions]
+    finally:
+        for client in clients:
+            client.close()
+    for client, text, other in zip(clients, questions, reversed(questions), strict=True):
+        (user_turn,) = client.events("user_turn")
+        assert wer(text, user_turn["text"]) <= 0.35, user_turn
+        assert wer(other, user_turn["text"]) > 0.5
+    assert ("France" in histories[0]) != ("France" in histories[1])
+    assert ("spider" in histories[0]) != ("spider" in histories[1])

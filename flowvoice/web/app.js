@@ -133,6 +133,7 @@ function closeAudio() {
 }
 
 function onMicFrame({ pcm, rms }) {
+  if (!running) return;
   ui.level.style.width = `${Math.min(100, Math.round(rms * 400))}%`;
   if (ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < MAX_BUFFERED_BYTES) {
     ws.send(pcm);
@@ -141,6 +142,7 @@ function onMicFrame({ pcm, rms }) {
 }
 
 function onPlayback({ playing, samples, turns }) {
+  if (!running) return; // a report still queued after Stop
   fv.samplesPlayed = samples;
   for (const [turn, ms] of turns) send({ type: "played", turn, ms: Math.round(ms) });
   if (playing) setState("speaking");
