@@ -1,0 +1,139 @@
+"""llm.llamacpp with the packaged gemma3-270m: answers, history, interruption, model errors."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import anyio
+import pytest
+from harness import run_node
+
+from flowvoice.frames import TextDelta, UserTurn
+from flowvoice.node import NodeSetupError
+from flowvoice.nodes.chat_history import ChatHistory
+from flowvoice.nodes.llm import resolve_gguf
+from flowvoice.runtime.session import SessionError
+
+pytestmark = pytest.mark.anyio
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "What color is the sky?",
+    "Can you name a big animal?",
+]
+
+
+def replies(deltas: list[TextDelta]) -> list[str]:
+    """The text of each finished reply (a reply ends with a final TextDelta)."""
+    out, current = [], []
+    for delta in deltas:
+        if delta.final:
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(delta.text)
+    return out
+
+
+async def test_answers_each_question_briefly_and_keeps_history():
+    prompts: list[UserTurn] = []
+
+    def script():
+        for question in QUESTIONS:
+            prompts.append(UserTurn(text=question))
+            yield "prompt", prompts[-1]
+            yield 1.0
+
+    result = await run_node("llm.llamacpp", {}, script(), timeout=60)
+    answers = replies(result.frames("text"))
+    assert len(answers) == len(QUESTIONS), answers
+    for answer in answers:
+        assert answer.strip() and answer == answer.lstrip(), answers
+        assert len(re.findall(r"[.!?]+(?:\s|$)", answer.strip())) <= 2, answer
+    history = result.session.nodes["node"].history
+    assert [m.content for m in history.messages] == [
+        text for pair in zip(QUESTIONS, answers, strict=True) for text in pair
+    ]
+    firsts = [
+        r
+        for i, r in enumerate(result.received["text"])
+        if i == 0 or result.received["text"][i - 1].frame.final
+    ]
+    ttft = [(r.t_ns - p.t_ns) / 1e6 for r, p in zip(firsts, prompts, strict=True)]
+    print(f"answers {answers}; first token after the prompt: {[round(t) for t in ttft]} ms")
+    assert max(ttft) < 2000
+
+
+async def test_interrupt_stops_generation_promptly_and_records_the_cut_reply():
+    # chat style on this base model rambles until max_tokens: a long generation to cut
+    params = {"prompt_style": "chat", "max_tokens": 400}
+    interrupted_at: list[int] = []
+    threads_before = threading.active_count()
+
+    async def interrupt_after_first_token(context) -> None:
+        with anyio.fail_after(20):
+            while not ((trace := context.trace(0)) and "first_token" in trace.marks):
+                await anyio.sleep(0.005)
+        await anyio.sleep(0.2)
+        interrupted_at.append(time.monotonic_ns())
+        await context.new_turn("barge-in")
+
+    script = [
+        ("prompt", UserTurn(text="What is the capital of France?")),
+        interrupt_after_first_token,
+        0.5,
+        ("prompt", UserTurn(text="What color is the sky?")),
+    ]
+    result = await run_node("llm.llamacpp", params, script, timeout=60)
+    old = [r for r in result.received["text"] if r.frame.turn == 0]
+    assert old and not any(r.frame.final for r in old), "the cut reply must not be finished"
+    stop_ms = (old[-1].t_ns - interrupted_at[0]) / 1e6
+    print(f"last token {stop_ms:.0f} ms after the interrupt")
+    assert stop_ms < 250
+    new = [r.frame for r in result.received["text"] if r.frame.turn == 1]
+    assert new and new[-1].final
+    history = result.session.nodes["node"].history.messages
+    cut = history[1]
+    assert cut.interrupted and cut.content == "".join(r.frame.text for r in old).strip()
+    assert cut.rendered.endswith("...")
+    assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
+    assert threading.active_count() <= threads_before + 1  # the anyio worker may idle
+
+
+async def test_unknown_model_is_a_clear_error_fast():
+    start = time.monotonic()
+    with pytest.raises(SessionError) as info:
+        await run_node("llm.llamacpp", {"model": "no-such-model"})
+    assert time.monotonic() - start < 5
+    assert isinstance(info.value.error, NodeSetupError)
+    assert "no-such-model" in str(info.value) and "gemma3-270m" in str(info.value)
+
+
+def test_packaged_model_is_assembled_once():
+    path = resolve_gguf("gemma3-270m")
+    mtime = path.stat().st_mtime_ns
+    start = time.monotonic()
+    assert resolve_gguf("gemma3-270m") == path
+    assert time.monotonic() - start < 0.5 and path.stat().st_mtime_ns == mtime
+
+
+def test_chat_history_prompts():
+    history = ChatHistory("Be brief.", max_turns=2)
+    for i in range(3):
+        history.add_user(f"question {i}\nwith a newline")
+        history.add_assistant(f"answer {i}.", interrupted=i == 2)
+    history.add_user("last?")
+    assert history.messages[0].content == "question 2\nwith a newline"
+    prompt = history.completion_prompt(examples=(("Hi?", "Hello."),))
+    assert prompt == (
+        "Be brief.\n\nUser: Hi?\nAssistant: Hello.\n"
+        "User: question 2 with a newline\nAssistant: answer 2...\nUser: last?\nAssistant:"
+    )
+    assert history.chat_messages()[0] == {"role": "system", "content": "Be brief."}
+    assert history.chat_messages()[2] == {"role": "assistant", "content": "answer 2..."}
+    history.add_assistant("A long reply that was cut.")
+    history.cut_last_reply("A long")
+    assert history.messages[-1].rendered == "A long..."
+    assert ChatHistory.completion_stop() == ["\nUser:", "\n"]
