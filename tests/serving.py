@@ -80,10 +80,10 @@ def running_server(app: Starlette) -> Iterator[RunningServer]:
         sock.close()
 
 
-def speech_graph() -> LoadedGraph:
-    """``graphs/default.yaml``, or a skip naming the speech node types that do not exist yet."""
+def speech_graph(path: str | Path = ROOT / "graphs" / "default.yaml") -> LoadedGraph:
+    """A graph of speech nodes, or a skip naming the node types that do not exist yet."""
     try:
-        return load_graph(ROOT / "graphs" / "default.yaml")
+        return load_graph(path)
     except GraphError as exc:
         unknown = [p.message for p in exc.problems if "unknown node type" in p.message]
         if unknown and len(unknown) == len(exc.problems):

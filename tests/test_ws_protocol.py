@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -476,7 +477,8 @@ class Client:
     """A WebSocket client that reads in the background and can speak in real time."""
 
     def __init__(self, url: str):
-        self.ws = connect(url, open_timeout=10, max_size=None)
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(connect(url, open_timeout=10, max_size=None))
         self.messages: list[Message] = []
         self._threads = [threading.Thread(target=self._read, daemon=True)]
         self._threads[0].start()
@@ -520,7 +522,7 @@ class Client:
         return any(e["final"] for e in texts) and bool(sent)
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
         for thread in self._threads:
             thread.join(10)
 
@@ -542,6 +544,23 @@ def speech_server():
     with running_server(create_app(graph)) as server:
         server.call(prewarm(graph), timeout=300)
         yield server
+
+
+def test_spoken_question_gets_partial_and_final_transcripts() -> None:
+    graph = speech_graph(ROOT / "tests" / "data" / "ws_listen.yaml")
+    with running_server(create_app(graph)) as server:
+        server.call(prewarm(graph), timeout=300)
+        client = Client(server.ws_url)
+        try:
+            client.say(question("What is the capital of France?"))
+            wait_for(lambda: client.events("user_turn"), timeout=60, what="the user turn")
+        finally:
+            client.close()
+    kinds = [e["type"] for e in events(client.messages)]
+    assert kinds.index("final_transcript") < kinds.index("user_turn")
+    (final,) = client.events("final_transcript")
+    assert wer("What is the capital of France?", final["text"]) <= 0.35, final
+    assert client.events("user_turn")[0]["text"] == final["text"]
 
 
 def test_spoken_question_gets_transcript_and_assistant_audio(speech_server: RunningServer) -> None:
