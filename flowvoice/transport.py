@@ -41,6 +41,11 @@ log = logging.getLogger("flowvoice.transport")
 AUDIO_HEADER = struct.Struct("<II")
 """Server audio header: turn, sample rate (uint32 little-endian each)."""
 
+#: A played report this close to a turn's sent duration counts as all of it (client
+#: rounding must not leave a finished reply looking cut short).
+PLAYED_SNAP_S = 0.005
+#: Turns whose sent / played durations are remembered.
+KEEP_TURNS = 64
 DEFAULT_SAMPLE_RATE = 16000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
 
@@ -166,7 +171,8 @@ class WebSocketTransport:
         self.sample_rate = DEFAULT_SAMPLE_RATE
         #: Called with (turn, seconds) when the client reports how much of a turn it played.
         self.on_played: Callable[[int, float], None] | None = None
-        self._played_ms: dict[int, float] = {}
+        self._sent_s: dict[int, float] = {}
+        self._played_s: dict[int, float] = {}
         self.protocol_errors: Counter[str] = Counter()
         self._inbox: Channel[ClientAudio] = Channel(
             self.limits.inbox_chunks, Overflow.DROP_OLDEST, name="client audio"
@@ -197,6 +203,12 @@ class WebSocketTransport:
             self._room = anyio.Event()
             await self._room.wait()
         self._queued_audio += 1
+        if turn not in self._sent_s:
+            self._sent_s[turn] = 0.0
+            while len(self._sent_s) > KEEP_TURNS:
+                self._played_s.pop(next(iter(self._sent_s)), None)
+                del self._sent_s[next(iter(self._sent_s))]
+        self._sent_s[turn] += len(samples) / sample_rate
         self._push(turn, encode_audio(turn, sample_rate, samples))
 
     def send_event(self, event: dict[str, Any]) -> None:
@@ -248,11 +260,19 @@ class WebSocketTransport:
             if control["type"] == "hello":
                 self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
             else:
-                turn, ms = control["turn"], float(control["ms"])
-                if ms > self._played_ms.get(turn, -1.0):  # cumulative: never goes back
-                    self._played_ms[turn] = ms
-                    if self.on_played is not None:
-                        self.on_played(turn, ms / 1000)
+                self._played(control["turn"], control["ms"] / 1000)
+
+    def _played(self, turn: int, seconds: float) -> None:
+        """Record a client report; one within ``PLAYED_SNAP_S`` of the end means all of it."""
+        sent = self._sent_s.get(turn)
+        if sent is None:  # no audio of that turn was sent: nothing to record
+            return
+        if seconds >= sent - PLAYED_SNAP_S:
+            seconds = sent
+        if seconds > self._played_s.get(turn, -1.0):  # reports are cumulative
+            self._played_s[turn] = seconds
+            if self.on_played is not None:
+                self.on_played(turn, seconds)
 
     async def write_loop(self) -> None:
         """Send queued messages in order; after :meth:`close`, drain and close the socket.

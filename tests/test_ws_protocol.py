@@ -284,8 +284,10 @@ def test_played_reports_feed_the_playback_ledger(echo_server: RunningServer) -> 
         ws.send(json.dumps({"type": "played", "turn": 0, "ms": 40}))
         wait_for(lambda: session.playback.is_playing(0, now=later), what="the played report")
         ws.send(json.dumps({"type": "played", "turn": 0, "ms": 20}))  # cumulative: ignored
-        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 100.0}))
+        ws.send(json.dumps({"type": "played", "turn": 7, "ms": 20}))  # no such audio: ignored
+        ws.send(json.dumps({"type": "played", "turn": 0, "ms": 99.0}))  # rounding: all of it
         wait_for(lambda: not session.playback.is_playing(0, now=later), what="played to the end")
+        assert session.playback.heard_text(7) == ("", False)
 
 
 # -- malformed input ------------------------------------------------------------------------
@@ -533,9 +535,9 @@ def question(text: str) -> np.ndarray:
     return np.concatenate([silence, speak(text, 16000), silence, silence, silence])
 
 
-def llm_state(session: Session) -> str:
-    """Everything the session's LLM node holds (its chat history among it), as text."""
-    return repr(vars(session.nodes["llm"]))
+def llm_history(session: Session) -> str:
+    """The session's LLM chat history, as one text."""
+    return " ".join(m.content for m in session.nodes["llm"].history.messages)
 
 
 @pytest.fixture(scope="module")
@@ -595,7 +597,7 @@ def test_two_sessions_keep_separate_histories(speech_server: RunningServer) -> N
         for client, text in zip(clients, questions, strict=True):
             client.say(question(text))
         wait_for(lambda: all(c.replied() for c in clients), timeout=180, what="both replies")
-        histories = [llm_state(session) for session, _ in sessions]
+        histories = [llm_history(session) for session, _ in sessions]
     finally:
         for client in clients:
             client.close()
