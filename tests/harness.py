@@ -174,3 +174,25 @@ async def run_node(
     )
     result.received = {key.split(".", 1)[1]: value for key, value in result.received.items()}
     return result
+
+
+async def transcribe(
+    samples: np.ndarray,
+    sample_rate: int,
+    realtime: bool = False,
+    vad: dict[str, Any] | None = None,
+    stt: dict[str, Any] | None = None,
+) -> Result:
+    """Run ``samples`` through vad.silero -> stt.whisper; outputs "vad.events", "stt.transcript"."""
+    nodes = {
+        "vad": ("vad.silero", {"min_silence_ms": 400, **(vad or {})}),
+        "stt": ("stt.whisper", {"partial_interval_ms": 0, **(stt or {})}),
+    }
+    edges = ["vad.audio -> stt.audio", "vad.events -> stt.vad"]
+    steps = audio_steps("vad.audio", samples, sample_rate, realtime=realtime)
+    return await run_graph(nodes, edges, steps, ["vad.audio"], timeout=120)
+
+
+def final_texts(result: Result) -> list[str]:
+    """The final transcripts of a :func:`transcribe` run."""
+    return [t.text for t in result.frames("stt.transcript") if t.final]  # type: ignore[attr-defined]

