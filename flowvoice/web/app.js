@@ -258,7 +258,6 @@ function onAudio(buffer) {
 function onEvent(event) {
   switch (event.type) {
     case "partial_transcript":
-      fv.partial = event.text;
       setPartial(event.text);
       if (fv.state === "listening") setState("hearing");
       break;
@@ -320,6 +319,7 @@ function newConversation() {
 }
 
 function setPartial(text) {
+  fv.partial = text;
   ui.partial.textContent = text;
   ui.partial.hidden = !text;
 }
