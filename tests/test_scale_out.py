@@ -225,7 +225,10 @@ def test_compose_scale_override_resolves() -> None:
     assert replica["environment"]["LLM_BASE_URL"] == "http://ollama:11434/v1"
     assert proxy["depends_on"]["replica"]["condition"] == "service_healthy"
     (mount,) = proxy["volumes"]
-    source, target = str(mount).split(":")[:2]
+    # compose v1 prints "source:target:mode", v2 a mapping
+    source, target = (
+        (mount["source"], mount["target"]) if isinstance(mount, dict) else mount.split(":")[:2]
+    )
     assert (Path(source).resolve(), target) == (NGINX_CONF, "/etc/nginx/nginx.conf")
     assert "127.0.0.1" in str(proxy["ports"][0])
     upstream = re.search(r"server (\S+):(\d+) .*# replicas", NGINX_CONF.read_text())
