@@ -106,7 +106,7 @@ async def test_real_speech_one_turn_per_question_and_no_commit_at_a_pause_after_
         "Please turn on the lights in the kitchen and",
         "close the window.",
     ]
-    samples, _ = conversation(texts, gap_s=[2.0, 0.3], lead_s=0.3, tail_s=2.0)
+    samples, _ = conversation(texts, gap_s=[3.0, 0.3], lead_s=0.3, tail_s=2.0)
     nodes = {
         "vad": ("vad.silero", {"min_silence_ms": 150}),  # so the 300 ms pause splits
         "stt": ("stt.whisper", {"partial_interval_ms": 0}),

@@ -14,6 +14,7 @@ up in the Hugging Face cache, and a directory path is used as is.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -117,6 +118,7 @@ class _Whisper:
     def __init__(self, path: Path, device: str, compute_type: str, cpu_threads: int):
         from faster_whisper import WhisperModel
 
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # no line per call
         self.model = WhisperModel(
             str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
