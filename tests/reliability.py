@@ -58,7 +58,7 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> float
     while not condition():
         if time.monotonic() - start > timeout:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(0.005)
     return time.monotonic() - start
 
 
@@ -100,10 +100,11 @@ def marked_frame(value: int) -> bytes:
     return np.full(FRAME_SAMPLES, value, "<i2").tobytes()
 
 
-def frame_mark(message: bytes) -> tuple[int, int]:
-    """``(turn, value)`` of a server audio message carrying a marked frame."""
+def frame_mark(message: bytes) -> tuple[int, int | None]:
+    """``(turn, value)`` of a server audio message carrying a marked frame (value None when
+    the message has no samples)."""
     turn, _, samples = decode_audio(message)
-    return turn, int(samples[0])
+    return turn, int(samples[0]) if len(samples) else None
 
 
 class EchoClient:
@@ -114,6 +115,7 @@ class EchoClient:
         self._stack = ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(connect(url, **kwargs))
         self.messages: list[Message] = []
+        self._marks: list[int | None] = []
         #: Close code the server sent once closed; 1006 when cut without a close frame.
         self.close_code: int | None = None
         self.closed = threading.Event()
@@ -124,6 +126,8 @@ class EchoClient:
     def _read(self) -> None:
         try:
             for message in self.ws:
+                if isinstance(message, bytes):
+                    self._marks.append(frame_mark(message)[1])
                 self.messages.append(message)
         except ConnectionClosed:
             pass
@@ -138,9 +142,9 @@ class EchoClient:
     def send_marked(self, value: int) -> None:
         self.ws.send(marked_frame(value))
 
-    def marks(self) -> list[int]:
+    def marks(self) -> list[int | None]:
         """Values of the marked frames echoed so far, in order."""
-        return [frame_mark(m)[1] for m in list(self.messages) if isinstance(m, bytes)]
+        return list(self._marks)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         found = [json.loads(m) for m in list(self.messages) if isinstance(m, str)]
@@ -149,8 +153,9 @@ class EchoClient:
     def echo(self, value: int, timeout: float = 10) -> float:
         """Send a frame marked ``value`` and wait for its echo; returns the round trip (s)."""
         start = time.monotonic()
+        seen = len(self._marks)
         self.send_marked(value)
-        wait_until(lambda: value in self.marks(), timeout, f"the echo of frame {value}")
+        wait_until(lambda: value in self._marks[seen:], timeout, f"the echo of frame {value}")
         return time.monotonic() - start
 
     def wait_closed(self, timeout: float = 10) -> int | None:
