@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -144,7 +145,7 @@ class VoiceServer:
         (client gone, send failed, session over) ends the others."""
         async with anyio.create_task_group() as tg:
 
-            async def until_done(loop) -> None:
+            async def until_done(loop: Callable[[], Awaitable[None]]) -> None:
                 await loop()
                 tg.cancel_scope.cancel()
 

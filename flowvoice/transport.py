@@ -203,12 +203,11 @@ class WebSocketTransport:
             self._room = anyio.Event()
             await self._room.wait()
         self._queued_audio += 1
-        if turn not in self._sent_s:
-            self._sent_s[turn] = 0.0
-            while len(self._sent_s) > KEEP_TURNS:
-                self._played_s.pop(next(iter(self._sent_s)), None)
-                del self._sent_s[next(iter(self._sent_s))]
-        self._sent_s[turn] += len(samples) / sample_rate
+        if turn not in self._sent_s and len(self._sent_s) >= KEEP_TURNS:
+            oldest = next(iter(self._sent_s))
+            del self._sent_s[oldest]
+            self._played_s.pop(oldest, None)
+        self._sent_s[turn] = self._sent_s.get(turn, 0.0) + len(samples) / sample_rate
         self._push(turn, encode_audio(turn, sample_rate, samples))
 
     def send_event(self, event: dict[str, Any]) -> None:
