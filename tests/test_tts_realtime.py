@@ -158,7 +158,7 @@ async def setup_error(type_name: str, params: dict | None = None) -> str:
 
 async def test_kokoro_without_weights_names_the_download(empty_hub_cache):
     message = await setup_error("tts.kokoro", {"voice": "af_heart"})
-    assert "huggingface-cli download hexgrad/Kokoro-82M" in message
+    assert "download hexgrad/Kokoro-82M" in message
     assert "voices/af_heart.pt" in message
 
 
@@ -179,14 +179,14 @@ async def test_kokoro_with_weights_checks_the_voice_and_package(empty_hub_cache)
 
 async def test_coqui_without_weights_names_the_download(tmp_path):
     message = await setup_error("tts.coqui", {"models_path": str(tmp_path)})
-    assert "huggingface-cli download coqui/XTTS-v2" in message
+    assert "download coqui/XTTS-v2" in message
     assert f"--local-dir {tmp_path / 'v2.0.2'}" in message
     assert "model.pth" in message
 
 
 async def test_orpheus_without_snac_names_the_download(empty_hub_cache):
     message = await setup_error("tts.orpheus")
-    assert "huggingface-cli download hubertsiuzdak/snac_24khz" in message
+    assert "download hubertsiuzdak/snac_24khz" in message
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ async def test_unfinished_clause_still_waits_longer(tiny_classifier):
 async def test_missing_model_names_the_download(tmp_path, monkeypatch):
     constants = pytest.importorskip("huggingface_hub.constants")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(SessionError, match="huggingface-cli download KoljaB/SentenceFinished"):
+    with pytest.raises(SessionError, match="download KoljaB/SentenceFinished"):
         await run_node("turn.classifier", {}, [], timeout=30)
     with pytest.raises(SessionError, match="does not exist"):
         await run_node("turn.classifier", {"model": str(tmp_path / "nope")}, [], timeout=30)

@@ -30,6 +30,7 @@ from flowvoice.frames import AudioFrame, Frame, Sentence
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
+from flowvoice.nodes._hub import download_hint, missing_files
 from flowvoice.runtime.threads import stream_from_thread
 
 #: PortAudio sample formats that engines report in ``get_stream_info()``.
@@ -49,23 +50,6 @@ def pcm16(chunk: bytes | np.ndarray, sample_format: int) -> np.ndarray:
     if data.dtype == np.int32:
         return (data >> 16).astype(np.int16)
     return (np.clip(data, -1.0, 1.0) * 32767).astype(np.int16)
-
-
-def hub_files_missing(repo: str, files: list[str], revision: str | None = None) -> list[str]:
-    """The ``files`` of hub repo ``repo`` that are not in the local Hugging Face cache."""
-    hub = require("huggingface_hub", "huggingface-hub", "pip install huggingface-hub")
-    return [
-        name
-        for name in files
-        if not isinstance(hub.try_to_load_from_cache(repo, name, revision=revision), str)
-    ]
-
-
-def hub_download_hint(repo: str, files: list[str] | None = None, revision: str = "") -> str:
-    """The command that fetches ``files`` of ``repo`` into the Hugging Face cache."""
-    rev = f" --revision {revision}" if revision else ""
-    names = "".join(f" {name}" for name in files or [])
-    return f"`huggingface-cli download {repo}{names}{rev}`"
 
 
 class _EngineSink:
@@ -226,12 +210,12 @@ class KokoroTTS(RealtimeTTSNode):
     def check_weights(self) -> None:
         voices = kokoro_voices(self.params.voice)
         files = ["config.json", "kokoro-v1_0.pth"] + [f"voices/{v}.pt" for v in voices]
-        missing = hub_files_missing(KOKORO_REPO, files)
+        missing = missing_files(KOKORO_REPO, files)
         if missing:
             raise NodeSetupError(
                 f"Kokoro weights are not downloaded (missing {', '.join(missing)}): run "
-                f"{hub_download_hint(KOKORO_REPO)} (or just the files: "
-                f"{hub_download_hint(KOKORO_REPO, missing)})"
+                f"{download_hint(KOKORO_REPO)} (or just the files: "
+                f"{download_hint(KOKORO_REPO, missing)})"
             )
         english = all(v[:1] in "ab" for v in voices)
         if english and importlib.util.find_spec("en_core_web_sm") is None:
@@ -294,10 +278,11 @@ class CoquiTTS(RealtimeTTSNode):
         folder = self.model_dir()
         missing = [name for name in XTTS_FILES if not (folder / name).is_file()]
         if missing:
+            hint = download_hint(
+                XTTS_REPO, XTTS_FILES, "--revision", self.params.version, "--local-dir", str(folder)
+            )
             raise NodeSetupError(
-                f"XTTS-v2 weights are not in {folder} (missing {', '.join(missing)}): run "
-                f"`huggingface-cli download {XTTS_REPO} {' '.join(XTTS_FILES)} "
-                f"--revision {self.params.version} --local-dir {folder}` "
+                f"XTTS-v2 weights are not in {folder} (missing {', '.join(missing)}): run {hint} "
                 "(or set models_path / $COQUI_MODEL_PATH to where they are)"
             )
         voice = self.params.voice
@@ -351,11 +336,9 @@ class OrpheusTTS(RealtimeTTSNode):
     engine_label = "Orpheus"
 
     def check_weights(self) -> None:
-        missing = hub_files_missing(SNAC_REPO, ["config.json", "pytorch_model.bin"])
-        if missing:
+        if missing_files(SNAC_REPO, ["config.json", "pytorch_model.bin"]):
             raise NodeSetupError(
-                f"the SNAC decoder Orpheus needs is not downloaded: run "
-                f"{hub_download_hint(SNAC_REPO)}"
+                f"the SNAC decoder Orpheus needs is not downloaded: run {download_hint(SNAC_REPO)}"
             )
         self._check_server()
 

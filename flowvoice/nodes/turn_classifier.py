@@ -27,6 +27,7 @@ from flowvoice.frames import Frame, Transcript
 from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError
 from flowvoice.nodes._deps import require
+from flowvoice.nodes._hub import download_hint
 from flowvoice.nodes.turn import DynamicTurn, DynamicTurnParams
 
 EXTRA = "pip install 'flowvoice[turn-classifier]'"
@@ -68,8 +69,8 @@ def resolve_classifier(name: str) -> Path:
         return Path(hub.snapshot_download(name, local_files_only=True))
     except Exception as exc:  # LocalEntryNotFoundError and friends: not in the cache
         raise NodeSetupError(
-            f"turn classifier {name!r} is not downloaded: run `huggingface-cli download {name}` "
-            "once (or set `model` to a local model directory)"
+            f"turn classifier {name!r} is not downloaded: run {download_hint(name)} once "
+            "(or set `model` to a local model directory)"
         ) from exc
 
 

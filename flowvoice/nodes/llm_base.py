@@ -1,0 +1,100 @@
+"""What every streaming LLM node shares: ports, chat history, the reply's life cycle.
+
+A subclass implements :meth:`StreamingLLM.generate`, which streams the reply to the last
+user message of :attr:`StreamingLLM.history` by awaiting ``emit(text)`` per piece. The base
+class records the reply in the history (only what the user heard when it was interrupted
+while playing), marks ``first_token``, and ends every reply with ``TextDelta("", final=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import Field
+
+from flowvoice.frames import Frame, TextDelta, UserTurn
+from flowvoice.node import Node, NodeParams, Port
+from flowvoice.nodes.chat_history import SYSTEM_PROMPT, ChatHistory
+
+Emit = Callable[[str], Awaitable[None]]
+
+
+class LLMParams(NodeParams):
+    """Params every LLM node has."""
+
+    system_prompt: str = Field(SYSTEM_PROMPT, description="Instructions that open the prompt.")
+    max_tokens: int = Field(64, ge=1, le=8192, description="Longest reply, in tokens.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
+    history_turns: int = Field(8, ge=0, le=100, description="Past exchanges kept in the prompt.")
+
+
+class ReplyFailed(Exception):
+    """The reply could not be produced; the message says why, for the user."""
+
+
+class StreamingLLM(Node):
+    """Base of LLM nodes: a ``UserTurn`` in, the streamed reply out as ``TextDelta``s.
+
+    :meth:`generate` may raise :class:`ReplyFailed`: the turn's user message is then dropped
+    from the history (it was never answered) and the reply ends without text.
+    """
+
+    inputs = {"prompt": Port(UserTurn)}
+    outputs = {"text": Port(TextDelta, doc="the reply in pieces, then an empty final piece")}
+    Params = LLMParams
+    params: LLMParams
+    preemptible = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        p = self.params
+        self.history = ChatHistory(p.system_prompt, max(1, p.history_turns + 1))
+        self._reply_turn: int | None = None  # turn of the last recorded reply
+
+    async def generate(self, emit: Emit) -> None:
+        """Stream the reply to the history's last user message: ``await emit(piece)``."""
+        raise NotImplementedError
+
+    async def process(self, port: str, frame: Frame) -> None:
+        assert isinstance(frame, UserTurn)
+        turn = frame.turn
+        self.history.add_user(frame.text)
+        reply: list[str] = []
+
+        async def emit(text: str) -> None:
+            if not reply:
+                text = text.lstrip()
+                if not text:
+                    return
+                self.context.mark("first_token", turn)
+            reply.append(text)
+            await self.emit("text", TextDelta(text=text))
+
+        outcome = "cut"
+        try:
+            await self.generate(emit)
+            outcome = "done"
+        except ReplyFailed:
+            outcome = "failed"
+        finally:
+            self._record(turn, "".join(reply), outcome)
+        await self.emit("text", TextDelta(text="", final=True))
+
+    def _record(self, turn: int, produced: str, outcome: str) -> None:
+        if outcome == "failed" and not produced:
+            if self.history.messages and self.history.messages[-1].role == "user":
+                self.history.messages.pop()
+            return
+        if outcome == "done":
+            self.history.add_assistant(produced)
+        else:
+            playback = self.context.playback
+            heard = playback.heard_text(turn)[0] if playback.is_playing(turn) else produced
+            self.history.add_assistant(heard, interrupted=True)
+        self._reply_turn = turn
+
+    async def on_interrupt(self, turn: int) -> None:
+        last = self._reply_turn
+        if last is not None and self.context.playback.is_playing(last):
+            self.history.cut_last_reply(self.context.playback.heard_text(last)[0])
