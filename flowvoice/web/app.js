@@ -187,9 +187,9 @@ function connect() {
     else onAudio(event.data);
   };
   socket.onclose = () => {
-    fv.connected = false;
-    if (ws !== socket) return;
+    if (ws !== socket) return; // an old socket, already replaced
     ws = null;
+    fv.connected = false;
     if (!running) return;
     if (fatal) {
       stop();
