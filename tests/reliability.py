@@ -73,13 +73,15 @@ def free_port() -> int:
 
 
 def chain_graph(*stages: str, params: dict[str, dict] | None = None, **edge: Any) -> LoadedGraph:
-    """``websocket.source -> stages... -> websocket.sink``; node ``s<i>`` has type ``stages[i]``.
+    """``websocket.source -> stages... -> websocket.sink`` as nodes ``mic``, one per stage
+    named after its type (``fault.raise`` is node ``raise``), and ``speaker``.
 
     ``params`` maps a node type to its params; ``edge`` (``buffer``, ``overflow``) applies to
     the first edge, the one the microphone feeds.
     """
-    names = ["mic", *(f"s{i}" for i in range(len(stages))), "speaker"]
     types = ["websocket.source", *stages, "websocket.sink"]
+    names = ["mic", *(kind.rsplit(".", 1)[-1] for kind in stages), "speaker"]
+    assert len(set(names)) == len(names), f"stage names collide: {names}"
     nodes = {
         name: {"type": kind, "params": (params or {}).get(kind, {})}
         for name, kind in zip(names, types, strict=True)
