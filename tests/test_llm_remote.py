@@ -8,7 +8,7 @@ import time
 
 import anyio
 import pytest
-from harness import run_node
+from harness import run_graph, run_node
 from llm_servers import (
     ALIAS,
     OllamaRecord,
@@ -18,6 +18,7 @@ from llm_servers import (
     serve_app,
     wait_listening,
 )
+from test_tts_realtime import ENGINE, needs_realtimetts
 
 from flowvoice.frames import TextDelta, UserTurn
 from flowvoice.runtime.session import SessionError
@@ -98,7 +99,7 @@ async def test_openai_streams_a_real_answer_and_keeps_history(openai_params):
 
 
 async def test_openai_chat_style_streams(openai_params):
-    params = {**openai_params, "prompt_style": "chat", "max_tokens": 12}
+    params = {**openai_params, "prompt_style": "chat", "max_tokens": 12, "extra_body": {"top_k": 1}}
     result = await run_node("llm.openai", params, [("prompt", UserTurn(text=QUESTION))])
     frames = result.frames("text")
     assert frames[-1].final and reply_text(frames).strip()
@@ -252,3 +253,24 @@ async def test_ollama_server_down_is_reported():
         sock.close()
     (error,) = result.events_of("error")
     assert f"cannot reach the Ollama server at {host}" in error["message"]
+
+
+@needs_realtimetts
+async def test_ollama_reply_is_spoken_through_a_realtimetts_engine(ollama):
+    """UserTurn -> llm.ollama -> text.sentences -> tts.realtimetts (piper engine): audio out."""
+    url, _ = ollama
+    nodes = {
+        "llm": ("llm.ollama", {"host": url, "model": ALIAS}),
+        "sentences": ("text.sentences", {}),
+        "tts": ("tts.realtimetts", ENGINE),
+    }
+    edges = ["llm.text -> sentences.text", "sentences.sentence -> tts.text"]
+    script = [("llm.prompt", UserTurn(text=QUESTION))]
+    result = await run_graph(nodes, edges, script, ["llm.prompt"])
+    said = reply_text(result.frames("llm.text"))
+    assert "Paris" in said
+    audio = result.frames("tts.audio")
+    seconds = sum(f.duration_s for f in audio)
+    assert 0.8 < seconds < 10, f"{seconds:.1f} s of speech for {said!r}"
+    marks = result.session.tracer.turns[0].marks
+    assert marks["first_token"] <= marks["first_sentence"] <= marks["first_audio"]

@@ -113,10 +113,10 @@ class OllamaParams(RemoteLLMParams):
     num_ctx: int | None = Field(
         None, ge=256, le=1_048_576, description="Context window (tokens); default: the model's."
     )
-    keep_alive: str | None = Field(
+    keep_alive: str | int | None = Field(
         None,
-        description="How long Ollama keeps the model loaded after a request ('5m', '1h', '-1' "
-        "for always); default: the server's.",
+        description="How long Ollama keeps the model loaded after a request ('5m', '1h', or "
+        "seconds; -1 keeps it loaded); default: the server's.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="More Ollama options (top_p, repeat_penalty, ...)."
@@ -205,6 +205,11 @@ class OpenAIParams(RemoteLLMParams):
         description="'chat': /chat/completions with messages; 'completion': /completions with "
         "a few-shot transcript prompt (for base models).",
     )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra JSON fields for the request (server-specific sampling options, "
+        "e.g. top_k or repeat_penalty on vLLM and llama.cpp).",
+    )
     check_model: bool = Field(
         True,
         description="Before the first request, ask /models whether the server has `model` "
@@ -264,7 +269,13 @@ class OpenAILLM(RemoteLLM):
         if not self._model_checked:
             await self._check_model()
         p = self.params
-        common = {"model": p.model, "max_tokens": p.max_tokens, "temperature": p.temperature}
+        common: dict[str, Any] = {
+            "model": p.model,
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+        }
+        if p.extra_body:
+            common["extra_body"] = p.extra_body
         if p.prompt_style == "completion":
             stream = await self._client.completions.create(
                 prompt=self.history.completion_prompt(),
