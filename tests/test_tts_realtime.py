@@ -44,6 +44,8 @@ class PiperTestEngine:
 
             def synthesize(self, text: str, sentence_count: int = 0) -> bool:
                 super().synthesize(text, sentence_count)
+                if "explode" in text:
+                    raise RuntimeError("engine bug")
                 for chunk in voice.synthesize(text):
                     if self.stop_synthesis_event.is_set():
                         return False
@@ -99,6 +101,16 @@ async def test_engine_speaks_sentences_as_audio_frames():
     heard, complete = playback.heard_text(0, now=time.monotonic() + 60)
     assert complete and heard == "Hello there, how are you today? The weather is lovely."
     assert result.events_of("error") == []
+
+
+@needs_realtimetts
+async def test_engine_failure_costs_one_sentence():
+    texts = ["Please explode now.", "Still here."]
+    script = [("text", Sentence(text=text)) for text in texts]
+    result = await run_node("tts.realtimetts", ENGINE, script)
+    (error,) = result.events_of("error")
+    assert "failed to synthesize 'Please explode now.'" in error["message"]
+    assert sum(f.duration_s for f in result.frames("audio")) > 0.5
 
 
 @needs_realtimetts

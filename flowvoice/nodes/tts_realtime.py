@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
 from flowvoice.nodes._hub import download_hint, missing_files
 from flowvoice.runtime.threads import stream_from_thread
+
+log = logging.getLogger(__name__)
 
 #: PortAudio sample formats that engines report in ``get_stream_info()``.
 PA_FLOAT32, PA_INT32, PA_INT16 = 1, 2, 8
@@ -98,6 +101,9 @@ class LoadedEngine:
             self._sink.target = forward
             try:
                 return self.engine.synthesize(text) is not False or cancelled.is_set()
+            except Exception:  # an engine bug must cost one sentence, not the session
+                log.exception("%s failed on %r", type(self.engine).__name__, text[:60])
+                return False
             finally:
                 self._sink.target = None
 
