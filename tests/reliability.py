@@ -266,15 +266,21 @@ def usage(pid: int | None = None) -> Usage:
 
 
 class FlowvoiceProcess:
-    """``python -m flowvoice run GRAPH --port P`` on 127.0.0.1, output kept in ``log_path``."""
+    """``python -m flowvoice [-v] run GRAPH --port P`` on 127.0.0.1, output in ``log_path``."""
 
-    def __init__(self, graph: Path, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        graph: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        verbose: bool = False,
+    ):
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "flowvoice", "run", str(graph), "--port", str(self.port)]
+        command = [sys.executable, "-m", "flowvoice", *(["-v"] if verbose else []), "run"]
         self.proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1"],
+            [*command, str(graph), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
