@@ -41,14 +41,14 @@ async def test_partials_while_speaking_then_final():
     transcripts = result.frames("stt.transcript")
     partials = [t for t in transcripts if not t.final]
     assert partials, transcripts
-    assert transcripts[-1].final and wer(TEXTS[1], transcripts[-1].text) <= 0.15
-    assert all(t.final for t in transcripts[transcripts.index(transcripts[-1]) :])
-    assert result.events_of("partial_transcript")
+    assert [t.final for t in transcripts].count(True) == 1 and transcripts[-1].final, transcripts
+    assert wer(TEXTS[1], transcripts[-1].text) <= 0.15, transcripts
+    assert [e["text"] for e in result.events_of("partial_transcript")] == [p.text for p in partials]
     # the final follows the speech end by the hang-over plus one transcription
     end = [e for e in result.frames("vad.events") if e.kind == "end"][-1]
     latency_s = (transcripts[-1].t_ns - end.t_ns) / 1e9
     print(f"speech end -> final transcript: {latency_s * 1000:.0f} ms (incl. 400 ms hang-over)")
-    assert latency_s < 3.0  # ~0.8 s on an idle 2-core CPU; the bound absorbs a shared machine
+    assert latency_s < 3.0, transcripts  # ~0.8 s on an idle 2-core CPU, 1-1.5 s when shared
 
 
 def test_model_names_resolve_to_local_paths(tmp_path):
