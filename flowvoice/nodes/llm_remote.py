@@ -90,8 +90,9 @@ class RemoteLLM(StreamingLLM):
                     await anyio.sleep(delay)
                     delay *= 2
                     continue
-                await self._fail(str(error), started)
-                raise ReplyFailed(str(error)) from exc
+                message = f"the reply was cut off: {error}" if started else str(error)
+                await self._fail(message, started)
+                raise ReplyFailed(message) from exc
 
     async def _fail(self, message: str, started: bool) -> None:
         """Publish the error; speak the apology when nothing of the reply was said yet."""
