@@ -221,7 +221,9 @@ async def prewarm(graph: LoadedGraph) -> float:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (errors such as 'address in use' surface here, clearly)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # An explicit IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (with
+    # proto 0 it does not, and small audio messages wait for delayed ACKs).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -143,12 +143,5 @@ async def _accepted_nodelay() -> int:
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.bind_socket creates its socket with proto 0, so asyncio's accepted sockets "
-    "fail its `proto == IPPROTO_TCP` test and keep Nagle on: a burst of small audio messages "
-    "waits ~40 ms for the peer's delayed ACK (3 frames echoed in 44 ms instead of 0.7 ms). "
-    "Fix: socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) in bind_socket.",
-)
 def test_server_sockets_send_small_messages_without_delay() -> None:
     assert asyncio.run(_accepted_nodelay()) == 1
