@@ -97,7 +97,7 @@ async def test_engine_speaks_sentences_as_audio_frames():
     assert np.sqrt(np.mean(audio.astype(np.float64) ** 2)) > 500  # speech, not silence
     assert "first_audio" in result.session.tracer.turns[0].marks
     playback = result.session.playback  # the ledger maps audio time back to the sentences
-    playback.sent(0, len(audio) / 22050)
+    playback.sent(0, len(audio) / 22050 + 0.01)
     heard, complete = playback.heard_text(0, now=time.monotonic() + 60)
     assert complete and heard == "Hello there, how are you today? The weather is lovely."
     assert result.events_of("error") == []

@@ -15,6 +15,7 @@ download command. ``tts.realtimetts`` runs any other engine class by import path
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -24,15 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import anyio.from_thread
 import numpy as np
 from pydantic import Field
 
-from flowvoice.frames import AudioFrame, Frame, Sentence
 from flowvoice.graph.registry import register
-from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.node import NodeParams, NodeSetupError
 from flowvoice.nodes._deps import require
 from flowvoice.nodes._hub import download_hint, missing_files
-from flowvoice.runtime.threads import stream_from_thread
+from flowvoice.nodes.tts import Push, _TTSNode
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,7 @@ class LoadedEngine:
         engine.queue = self._sink
         self._lock = threading.Lock()
 
-    def synthesize(
-        self, text: str, push: Callable[[np.ndarray], None], cancelled: threading.Event
-    ) -> bool:
+    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> bool:
         """Synthesize ``text`` (blocking), pushing PCM16 chunks; stops soon after ``cancelled``."""
 
         def forward(chunk: Any) -> None:
@@ -112,17 +111,15 @@ class RealtimeTTSParams(NodeParams):
     """Params every RealtimeTTS-backed node shares."""
 
 
-class RealtimeTTSNode(Node):
+class RealtimeTTSNode(_TTSNode):
     """Adapter base: a RealtimeTTS engine behind the ``Sentence -> AudioFrame`` contract.
 
     Subclasses implement :meth:`check_weights` (fast, local, raises NodeSetupError naming the
     download) and :meth:`create_engine` (imports and constructs the engine; runs once per
-    process in a worker thread). An empty sentence is the end-of-reply marker: no audio.
+    process in a worker thread). Sentences, playback ledger and latency marks are handled as
+    for every TTS node; an empty sentence (end of reply) produces nothing.
     """
 
-    inputs = {"text": Port(Sentence, doc="sentences to speak; an empty one ends the reply")}
-    outputs = {"audio": Port(AudioFrame, doc="PCM16 mono at the engine's sample rate")}
-    preemptible = True
     #: The pip extra that installs the engine (named in setup errors).
     extra: ClassVar[str] = "pip install 'flowvoice[realtimetts]'"
     engine_label: ClassVar[str] = "RealtimeTTS engine"
@@ -149,39 +146,18 @@ class RealtimeTTSNode(Node):
             lambda: LoadedEngine(self.create_engine()),
             label=f"{self.engine_label} ({self.type_name})",
         )
+        self.sample_rate = self._engine.sample_rate
 
-    async def process(self, port: str, frame: Frame) -> None:
-        assert isinstance(frame, Sentence)
-        text = frame.text.strip()
-        if not text:
-            return
-        turn, engine = frame.turn, self._engine
-        playback = self.context.playback
-        playback.begin_sentence(turn, text)
-        first = True
-
-        async def send(samples: np.ndarray) -> None:
-            nonlocal first
-            if first:
-                self.context.mark("first_audio", turn)
-                first = False
-            audio = AudioFrame(samples=samples, sample_rate=engine.sample_rate)
-            playback.add_audio(turn, audio.duration_s)
-            await self.emit("audio", audio)
-
-        ok = False
-
-        def produce(push: Callable[[np.ndarray], None], cancelled: threading.Event) -> None:
-            nonlocal ok
-            ok = engine.synthesize(text, push, cancelled)
-
-        await stream_from_thread(produce, send)
-        if not ok:
-            self.context.publish(
-                "error",
-                turn=turn,
-                node=self.name,
-                message=f"{self.type_name}: the engine failed to synthesize {text[:60]!r}",
+    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
+        if not self._engine.synthesize(text, push, cancelled):
+            anyio.from_thread.run_sync(
+                functools.partial(
+                    self.context.publish,
+                    "error",
+                    turn=self.current_turn,
+                    node=self.name,
+                    message=f"{self.type_name}: the engine failed to synthesize {text[:60]!r}",
+                )
             )
 
 
