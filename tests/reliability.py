@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -335,3 +336,89 @@ def flowvoice_processes(
     finally:
         for proc in procs:
             proc.stop()
+
+
+# -- nginx in front (deploy/nginx.conf) ---------------------------------------------------------
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def render_nginx_conf(listen: int, replicas: list[int], prefix: Path) -> str:
+    """deploy/nginx.conf with its replicas and listen address on 127.0.0.1 and temp paths
+    under ``prefix`` (the only changes; each marked line must be there exactly once)."""
+    text = NGINX_CONF.read_text()
+
+    def replace_marked(marker: str, build: Callable[[re.Match[str]], str]) -> None:
+        nonlocal text
+        pattern = re.compile(rf"^(\s*)(\S+) \S+(.*?);\s*# {marker}$", re.M)
+        assert len(pattern.findall(text)) == 1, f"deploy/nginx.conf: one '# {marker}' line"
+        text = pattern.sub(build, text)
+
+    replace_marked(
+        "replicas",
+        lambda m: "\n".join(f"{m[1]}{m[2]} 127.0.0.1:{port}{m[3]};" for port in replicas),
+    )
+    replace_marked("listen", lambda m: f"{m[1]}{m[2]} 127.0.0.1:{listen}{m[3]};")
+    temp = "".join(
+        f"\n    {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    assert text.count("\nhttp {") == 1
+    return text.replace("\nhttp {", "\nhttp {" + temp, 1)
+
+
+@dataclass
+class Proxy:
+    """A running nginx: its port and prefix (config, access.log, error.log)."""
+
+    port: int
+    prefix: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def access_log(self) -> str:
+        return (self.prefix / "access.log").read_text(errors="replace")
+
+    def error_log(self) -> str:
+        return (self.prefix / "error.log").read_text(errors="replace")
+
+
+def _answers_health(port: int) -> bool:
+    try:
+        return http_get(port, "/health")[0] == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def nginx_proxy(replicas: list[int], tmp_path: Path) -> Iterator[Proxy]:
+    """nginx in the foreground (``daemon off``) with its own prefix, stopped at the end."""
+    assert NGINX is not None, "nginx is not installed"
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(render_nginx_conf(port, replicas, prefix))
+    command = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", "stderr"]
+    with (prefix / "access.log").open("wb") as out, (prefix / "error.log").open("wb") as err:
+        proc = subprocess.Popen(
+            [*command, "-g", f"daemon off; pid {prefix / 'nginx.pid'};"],
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    proxy = Proxy(port, prefix)
+    try:
+        wait_until(lambda: _answers_health(port) or proc.poll() is not None, 10, "nginx to listen")
+        assert proc.poll() is None, f"nginx exited:\n{proxy.error_log()}"
+        yield proxy
+    finally:
+        proc.terminate()  # fast shutdown of the master and its workers
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

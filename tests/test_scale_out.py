@@ -10,32 +10,29 @@ new sessions land on the survivor. Skipped when nginx is not installed
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from reliability import (
+    NGINX,
+    NGINX_CONF,
     ROOT,
     FlowvoiceProcess,
+    Proxy,
     clients,
     flowvoice_processes,
-    free_port,
     http_get,
+    nginx_proxy,
     raw_websocket,
     scrape,
     wait_until,
 )
 
-NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 COMPOSE_SCALE = ROOT / "deploy" / "compose.scale.yml"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 TOKEN = "scale-out-secret-7f3a"
 
 needs_nginx = pytest.mark.skipif(
@@ -44,82 +41,8 @@ needs_nginx = pytest.mark.skipif(
 )
 
 
-def render_nginx_conf(listen: int, replicas: list[int], prefix: Path) -> str:
-    """deploy/nginx.conf with its replicas and listen address on 127.0.0.1 and temp paths
-    under ``prefix`` (the only changes; each marked line must be there exactly once)."""
-    text = NGINX_CONF.read_text()
-
-    def replace_marked(marker: str, build) -> None:
-        nonlocal text
-        pattern = re.compile(rf"^(\s*)(\S+) \S+(.*?);\s*# {marker}$", re.M)
-        assert len(pattern.findall(text)) == 1, f"deploy/nginx.conf: one '# {marker}' line"
-        text = pattern.sub(build, text)
-
-    replace_marked(
-        "replicas",
-        lambda m: "\n".join(f"{m[1]}{m[2]} 127.0.0.1:{port}{m[3]};" for port in replicas),
-    )
-    replace_marked("listen", lambda m: f"{m[1]}{m[2]} 127.0.0.1:{listen}{m[3]};")
-    temp = "".join(
-        f"\n    {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    assert text.count("\nhttp {") == 1
-    return text.replace("\nhttp {", "\nhttp {" + temp, 1)
-
-
-@dataclass
-class Proxy:
-    port: int
-    prefix: Path
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws?token={TOKEN}"
-
-    def access_log(self) -> str:
-        return (self.prefix / "access.log").read_text(errors="replace")
-
-    def error_log(self) -> str:
-        return (self.prefix / "error.log").read_text(errors="replace")
-
-
-@contextmanager
-def nginx_proxy(replicas: list[int], tmp_path: Path) -> Iterator[Proxy]:
-    """nginx in the foreground (``daemon off``) with its own prefix, stopped at the end."""
-    assert NGINX is not None
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(render_nginx_conf(port, replicas, prefix))
-    command = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", "stderr"]
-    with (prefix / "access.log").open("wb") as out, (prefix / "error.log").open("wb") as err:
-        proc = subprocess.Popen(
-            [*command, "-g", f"daemon off; pid {prefix / 'nginx.pid'};"],
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    proxy = Proxy(port, prefix)
-    try:
-        wait_until(lambda: _answers(port) or proc.poll() is not None, 10, "nginx to listen")
-        assert proc.poll() is None, f"nginx exited:\n{proxy.error_log()}"
-        yield proxy
-    finally:
-        proc.terminate()  # fast shutdown of the master and its workers
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _answers(port: int) -> bool:
-    try:
-        return http_get(port, "/health")[0] == 200
-    except OSError:
-        return False
+def url(proxy: Proxy) -> str:
+    return f"{proxy.ws_url}?token={TOKEN}"
 
 
 @pytest.fixture
@@ -139,7 +62,7 @@ def active(replicas: list[FlowvoiceProcess]) -> list[float]:
 @needs_nginx
 def test_sessions_spread_and_survive_a_replica_crash(deployment, capsys) -> None:
     (a, b), proxy = deployment
-    with clients(proxy.ws_url, 4) as first:
+    with clients(url(proxy), 4) as first:
         for i, client in enumerate(first):
             client.echo(i + 1)
         assert active([a, b]) == [2, 2], "least_conn spreads sessions evenly"
@@ -157,7 +80,7 @@ def test_sessions_spread_and_survive_a_replica_crash(deployment, capsys) -> None
             client.echo(100 + i)  # B's sessions go on
 
         started = time.monotonic()
-        with clients(proxy.ws_url, 4) as second:
+        with clients(url(proxy), 4) as second:
             for i, client in enumerate(second):
                 client.echo(200 + i)
         reconnect_s = (time.monotonic() - started) / 4
@@ -180,7 +103,7 @@ def test_sessions_spread_and_survive_a_replica_crash(deployment, capsys) -> None
 @needs_nginx
 def test_replica_stopped_gracefully_closes_its_sessions_with_1012(deployment) -> None:
     (a, b), proxy = deployment
-    with clients(proxy.ws_url, 2) as sessions:
+    with clients(url(proxy), 2) as sessions:
         for i, client in enumerate(sessions):
             client.echo(i + 1)
         assert active([a, b]) == [1, 1]
