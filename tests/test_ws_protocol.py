@@ -648,3 +648,16 @@ def test_two_sessions_keep_separate_histories(speech_server: RunningServer) -> N
         assert wer(other, user_turn["text"]) > 0.5
     assert ("France" in histories[0]) != ("France" in histories[1])
     assert ("spider" in histories[0]) != ("spider" in histories[1])
+
+
+def test_disconnect_mid_reply_ends_the_speech_session(speech_server: RunningServer) -> None:
+    wait_for(lambda: not speech_server.voice.live, what="earlier sessions to end")
+    baseline = speech_server.task_names()
+    client = Client(speech_server.ws_url)
+    try:
+        client.say(question("What is the capital of France?"))
+        wait_for(lambda: client.events("user_turn"), timeout=60, what="the user turn")
+    finally:
+        client.close()  # while the LLM is replying
+    wait_for(lambda: not speech_server.voice.live, timeout=15, what="the session to end")
+    wait_for(lambda: speech_server.task_names() == baseline, timeout=15, what="tasks to finish")
