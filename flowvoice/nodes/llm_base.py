@@ -98,3 +98,4 @@ class StreamingLLM(Node):
         last = self._reply_turn
         if last is not None and self.context.playback.is_playing(last):
             self.history.cut_last_reply(self.context.playback.heard_text(last)[0])
+            self._reply_turn = None
