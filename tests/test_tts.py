@@ -75,13 +75,14 @@ async def test_interrupt_stops_synthesis_promptly():
         interrupted_at.append(time.monotonic_ns())
         await context.new_turn("barge-in")
 
-    script = [("text", Sentence(text=text)), interrupt_after_first_audio, 0.5]
-    start = time.monotonic()
+    script = [("text", Sentence(text=text)), interrupt_after_first_audio]
     result = await run_node("tts.piper", {}, script, timeout=60)
-    received = result.received["audio"]
-    assert 1 <= len(received) < 6
-    assert all(r.t_ns <= interrupted_at[0] for r in received), "no audio after the interrupt"
-    assert time.monotonic() - start < 10
+    ended_ms = (time.monotonic_ns() - interrupted_at[0]) / 1e6
+    # at most the chunk being pushed when the interrupt came; the thread finishes the sentence
+    # it is synthesizing (piper cannot stop mid-sentence) and the session ends right after
+    assert 1 <= len(result.received["audio"]) <= 2
+    print(f"session ended {ended_ms:.0f} ms after the interrupt")
+    assert ended_ms < 2000
 
 
 @pytest.mark.parametrize(
