@@ -119,7 +119,7 @@ class LlamaCpp(Node):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.history = ChatHistory(self.params.system_prompt, max(1, self.params.history_turns + 1))
+        self.history = ChatHistory(self.params.system_prompt, self.params.history_turns + 1)
         self._reply_turn: int | None = None  # turn of the last recorded reply
 
     async def setup(self) -> None:

@@ -36,6 +36,10 @@ Push = Callable[[np.ndarray], None]
 
 
 class _TTSNode(Node):
+    """Base of the TTS nodes: subclasses set ``sample_rate`` in setup and implement
+    :meth:`synthesize`; this runs it per sentence in a worker thread, streams the chunks,
+    marks ``first_audio`` and records the sentence in the playback ledger."""
+
     inputs = {"text": Port(Sentence)}
     outputs = {"audio": Port(AudioFrame, doc="PCM16 mono at the voice's sample rate")}
     preemptible = True
