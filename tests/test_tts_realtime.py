@@ -247,3 +247,13 @@ async def test_orpheus_checks_its_llm_server(empty_hub_cache, models_server):
 async def test_generic_engine_path_errors_are_setup_errors():
     message = await setup_error("tts.realtimetts", {"engine": "no_such_module:Engine"})
     assert "cannot import engine 'no_such_module:Engine'" in message
+
+
+def test_kokoro_voice_names_are_checked_when_the_graph_loads():
+    from pydantic import ValidationError
+
+    from flowvoice.nodes.tts_realtime import KokoroParams
+
+    assert KokoroParams(voice="0.3*af_sarah + 0.7*am_adam").voice.startswith("0.3")
+    with pytest.raises(ValidationError, match="'en_US-joe-medium' is not a Kokoro voice"):
+        KokoroParams(voice="en_US-joe-medium")

@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import anyio.from_thread
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from flowvoice.graph.registry import register
 from flowvoice.node import NodeParams, NodeSetupError
@@ -174,9 +175,24 @@ class KokoroParams(RealtimeTTSParams):
     )
     speed: float = Field(1.0, gt=0.2, le=4.0, description="Speaking rate factor.")
 
+    @field_validator("voice")
+    @classmethod
+    def _known_form(cls, voice: str) -> str:
+        for name in kokoro_voices(voice) or [voice]:
+            if not KOKORO_VOICE.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a Kokoro voice name (like af_heart, am_adam, bf_emma: "
+                    "language a/b/e/f/h/i/j/p/z, f or m, '_', name)"
+                )
+        return voice
+
+
+#: A Kokoro voice name: language letter, gender letter, name (af_heart, bm_george, ...).
+KOKORO_VOICE = re.compile(r"[abefhijpz][fm]_[a-z0-9]+")
+
 
 def kokoro_voices(voice: str) -> list[str]:
-    """The voice names a Kokoro voice or blend formula uses."""
+    """The voice names a Kokoro voice or blend formula ('0.3*af_sarah + 0.7*am_adam') uses."""
     return [part.split("*")[-1].strip() for part in voice.split("+") if part.strip()]
 
 
