@@ -185,7 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if graph.has_node_type("websocket."):
         from flowvoice.server import serve
 
-        serve(graph, host, port, token=args.token)
+        try:
+            serve(graph, host, port, token=args.token)
+        except OSError as exc:
+            raise CliError(str(exc), EXIT_FAILED) from None
         return EXIT_OK
     import anyio
 
