@@ -257,3 +257,111 @@ def test_kokoro_voice_names_are_checked_when_the_graph_loads():
     assert KokoroParams(voice="0.3*af_sarah + 0.7*am_adam").voice.startswith("0.3")
     with pytest.raises(ValidationError, match="'en_US-joe-medium' is not a Kokoro voice"):
         KokoroParams(voice="en_US-joe-medium")
+
+
+# -- the engines' constructor APIs (without their weights) ---------------------------------
+
+
+def real_init_params(module: str, cls: str) -> set[str]:
+    """Parameter names of ``cls.__init__`` in the installed RealtimeTTS engine ``module``."""
+    import ast
+
+    spec = importlib.util.find_spec("RealtimeTTS")
+    assert spec and spec.submodule_search_locations
+    path = Path(spec.submodule_search_locations[0]) / "engines" / f"{module}.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    return {a.arg for a in item.args.args + item.args.kwonlyargs} - {"self"}
+    raise AssertionError(f"{cls}.__init__ not found in {path}")
+
+
+@pytest.fixture
+def fake_engine_module(monkeypatch):
+    """Replace a RealtimeTTS engine module by one whose engine checks its keyword arguments
+    against the real constructor's and speaks a 0.1 s tone at the real engine's format."""
+    import sys
+    import types
+
+    def install(module: str, cls: str, sample_format: int, extra: dict | None = None) -> list:
+        accepted, calls = real_init_params(module, cls), []
+
+        class FakeEngine:
+            def __init__(self, **kwargs):
+                unknown = set(kwargs) - accepted
+                assert not unknown, f"{cls} has no parameters {unknown}"
+                calls.append(kwargs)
+                self.queue = None
+
+            def get_stream_info(self):
+                return sample_format, 1, 24000
+
+            def synthesize(self, text, sentence_count=0):
+                tone = np.sin(np.arange(2400) / 5).astype(np.float32) * 0.5
+                data = tone if sample_format == PA_FLOAT32 else (tone * 32767).astype(np.int16)
+                self.queue.put(data.tobytes())
+                return True
+
+            def stop(self):
+                pass
+
+        fake = types.ModuleType(f"RealtimeTTS.engines.{module}")
+        setattr(fake, cls, FakeEngine)
+        for name, value in (extra or {}).items():
+            setattr(fake, name, value)
+        monkeypatch.setitem(sys.modules, fake.__name__, fake)
+        return calls
+
+    return install
+
+
+async def speak_once(type_name: str, params: dict) -> list:
+    result = await run_node(type_name, params, [("text", Sentence(text="Hello.", final=True))])
+    assert result.events_of("error") == []
+    return result.frames("audio")
+
+
+@needs_realtimetts
+async def test_kokoro_node_constructs_kokoro_engine(fake_engine_module, empty_hub_cache):
+    files = ["config.json", "kokoro-v1_0.pth", "voices/jm_kumo.pt"]
+    fake_hub_files(empty_hub_cache, "hexgrad/Kokoro-82M", files)
+    calls = fake_engine_module("kokoro_engine", "KokoroEngine", PA_INT16)
+    audio = await speak_once("tts.kokoro", {"voice": "jm_kumo", "speed": 1.2})
+    assert calls == [{"voice": "jm_kumo", "default_speed": 1.2}]
+    assert audio[0].sample_rate == 24000 and len(audio[0].samples) == 2400
+
+
+@needs_realtimetts
+async def test_coqui_node_constructs_coqui_engine(fake_engine_module, tmp_path):
+    folder = tmp_path / "v2.0.2"
+    folder.mkdir()
+    for name in ("config.json", "model.pth", "vocab.json", "speakers_xtts.pth"):
+        (folder / name).write_bytes(b"")
+    calls = fake_engine_module("coqui_engine", "CoquiEngine", PA_FLOAT32)
+    audio = await speak_once("tts.coqui", {"models_path": str(tmp_path), "device": "cpu"})
+    (kwargs,) = calls
+    assert kwargs["local_models_path"] == str(tmp_path) and kwargs["specific_model"] == "v2.0.2"
+    assert kwargs["device"] == "cpu"
+    assert np.abs(audio[0].samples).max() > 15000  # float32 chunks became int16
+
+
+@needs_realtimetts
+async def test_orpheus_node_constructs_orpheus_engine(
+    fake_engine_module, empty_hub_cache, monkeypatch, models_server
+):
+    import sys
+    import types
+
+    snac = ["config.json", "pytorch_model.bin"]
+    fake_hub_files(empty_hub_cache, "hubertsiuzdak/snac_24khz", snac)
+    voices = []
+    calls = fake_engine_module(
+        "orpheus_engine", "OrpheusEngine", PA_INT16, {"OrpheusVoice": voices.append}
+    )
+    decoder = types.ModuleType("RealtimeTTS.engines.orpheus_decoder")
+    monkeypatch.setitem(sys.modules, decoder.__name__, decoder)
+    monkeypatch.setitem(sys.modules, "snac", types.ModuleType("snac"))
+    params = {"api_url": f"{models_server}/v1/completions", "model": "some-other-model"}
+    await speak_once("tts.orpheus", {**params, "voice": "leo"})
+    assert calls[0]["api_url"] == params["api_url"] and voices == ["leo"]
