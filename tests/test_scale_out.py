@@ -118,8 +118,11 @@ def test_replica_stopped_gracefully_closes_its_sessions_with_1012(deployment) ->
 
 
 @needs_nginx
-def test_proxy_passes_host_and_origin_to_the_origin_check(deployment) -> None:
-    _, proxy = deployment
+def test_proxy_passes_host_and_origin_and_hides_metrics(deployment) -> None:
+    replicas, proxy = deployment
+    assert http_get(proxy.port, "/metrics")[0] == 404, "scraped per replica, not in public"
+    assert http_get(replicas[0].port, "/metrics")[0] == 200
+    assert http_get(proxy.port, "/")[0] == 200, "the browser client"
     site = f"voice.example:{proxy.port}"
     path = f"/ws?token={TOKEN}"
     cases = {
