@@ -4,6 +4,8 @@ answering with the shipped gemma3-270m: streaming, barge-in, server down, wrong 
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 
 import anyio
@@ -274,3 +276,13 @@ async def test_ollama_reply_is_spoken_through_a_realtimetts_engine(ollama):
     assert 0.8 < seconds < 10, f"{seconds:.1f} s of speech for {said!r}"
     marks = result.session.tracer.turns[0].marks
     assert marks["first_token"] <= marks["first_sentence"] <= marks["first_audio"]
+
+
+@pytest.mark.parametrize(
+    ("type_name", "module", "extra"),
+    [("llm.ollama", "ollama", "flowvoice[ollama]"), ("llm.openai", "openai", "flowvoice[openai]")],
+)
+async def test_missing_client_package_names_the_extra(type_name, module, extra, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(SessionError, match=re.escape(f"pip install '{extra}'")):
+        await run_node(type_name, {"model": "m"}, [], timeout=30)
