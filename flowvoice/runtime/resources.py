@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -48,3 +48,24 @@ class ResourceCache:
 
 #: The cache every session of this process shares.
 shared_resources = ResourceCache()
+
+
+class Pool(Generic[T]):
+    """Reusable per-session model instances (stateful models that sessions cannot share).
+
+    :meth:`acquire` hands out an idle instance or creates one in a worker thread; a session
+    gives it back with :meth:`release` when it ends, so memory stays bounded by the peak
+    number of concurrent sessions instead of growing with every session.
+    """
+
+    def __init__(self, create: Callable[[], T]):
+        self._create = create
+        self._idle: list[T] = []
+
+    async def acquire(self) -> T:
+        if self._idle:
+            return self._idle.pop()
+        return await anyio.to_thread.run_sync(self._create)
+
+    def release(self, item: T) -> None:
+        self._idle.append(item)
