@@ -257,7 +257,10 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
         log.info("models ready in %.2f s", seconds)
         sock = bind_socket(host, port)
         shown = f"[{host}]" if ":" in host else host
-        query = f"?token={token}" if token else ""
+        # The token never goes to a log: a terminal sees it, a container log a placeholder.
+        query = (
+            (f"?token={token}" if sys.stdout.isatty() else f"?token=${TOKEN_ENV}") if token else ""
+        )
         print(
             f"flowvoice: serving {graph.name} at http://{shown}:{sock.getsockname()[1]}/{query}",
             flush=True,

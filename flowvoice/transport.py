@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 import time
 from collections import Counter, deque
@@ -120,11 +121,11 @@ def parse_audio(data: bytes, limits: Limits) -> np.ndarray:
 
 def parse_control(text: str, limits: Limits) -> dict[str, Any]:
     """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
-    if len(text.encode()) > limits.max_text_bytes:
+    if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
         raise ProtocolError(TOO_LARGE, f"text message exceeds {limits.max_text_bytes} bytes")
     try:
         message = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(BAD_MESSAGE, 'expected a JSON object with a string "type"')
@@ -153,7 +154,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class WebSocketTransport:

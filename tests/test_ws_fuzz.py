@@ -127,34 +127,16 @@ def test_parser_follows_the_protocol(message: Message) -> None:
     assert parse(message) == expected_code(message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport.parse_control: json.loads raises RecursionError (not ValueError) on "
-    "deeply nested JSON; 4 KB of '[' ends the session with an ASGI traceback and no error "
-    "event. Fix: `except (ValueError, RecursionError) as exc:` around json.loads.",
-)
 def test_deeply_nested_json_is_a_protocol_error() -> None:
     depth = LIMITS.max_text_bytes // 2 - 8
     assert parse("[" * depth + "]" * depth) == BAD_JSON
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport._is_number accepts infinity (Python's json reads Infinity and 1e999): "
-    "a client can report an infinite played time. Fix: math.isfinite(value) instead of "
-    "value == value.",
-)
 @pytest.mark.parametrize("ms", ["Infinity", "1e999"])
 def test_played_time_must_be_finite(ms: str) -> None:
     assert parse(f'{{"type": "played", "turn": 1, "ms": {ms}}}') == BAD_MESSAGE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport.parse_control: text.encode() raises UnicodeEncodeError on a lone "
-    "surrogate. Unreachable over a socket (text frames are checked UTF-8), but the parser's "
-    "contract is ProtocolError. Fix: text.encode('utf-8', 'surrogatepass').",
-)
 def test_lone_surrogate_is_a_protocol_error() -> None:
     assert parse('{"type": "\ud800"}') is not None
 
@@ -267,9 +249,6 @@ def test_real_server_survives_fuzzed_messages(
     assert http_get(echo_server.port, "/health")[0] == 200
 
 
-@pytest.mark.xfail(
-    strict=True, reason="see test_deeply_nested_json_is_a_protocol_error (RecursionError)"
-)
 def test_deeply_nested_json_over_a_socket_keeps_the_session(echo_server: RunningServer) -> None:
     depth = LIMITS.max_text_bytes // 2 - 8
     with clients(echo_server.ws_url, 1) as (client,):

@@ -97,7 +97,11 @@ class RemoteLLM(StreamingLLM):
     async def _fail(self, message: str, started: bool) -> None:
         """Publish the error; speak the apology when nothing of the reply was said yet."""
         self.context.publish(
-            "error", turn=self.current_turn, node=self.name, message=f"{self.type_name}: {message}"
+            "error",
+            code="reply_failed",
+            turn=self.current_turn,
+            node=self.name,
+            message=f"{self.type_name}: {message}",
         )
         if self.params.error_reply and not started:
             await self.emit("text", TextDelta(text=self.params.error_reply))
