@@ -12,29 +12,46 @@ import anyio.from_thread
 import anyio.to_thread
 
 T = TypeVar("T")
+#: How long a cancelled producer thread gets to return before it is abandoned.
+GRACE_S = 1.0
 
 #: ``produce(push, cancelled)``: call ``push(item)`` per item; return soon after ``cancelled``.
 Producer = Callable[[Callable[[T], None], threading.Event], None]
 
 
-async def stream_from_thread(produce: Producer[T], consume: Callable[[T], Awaitable[None]]) -> None:
+async def stream_from_thread(
+    produce: Producer[T], consume: Callable[[T], Awaitable[None]], grace_s: float = GRACE_S
+) -> None:
     """Run ``produce`` in a worker thread; ``await consume(item)`` for each pushed item, in order.
 
-    When the caller is cancelled (or ``consume`` fails), ``cancelled`` is set and this waits for
-    the thread to return, so no thread outlives the call. An error in ``produce`` is re-raised.
+    When the caller is cancelled (or ``consume`` fails), ``cancelled`` is set and this waits up
+    to ``grace_s`` for the thread to return; a thread stuck in a blocking call past that is
+    abandoned (it can push nothing more), so a hung engine never holds its session open.
+    An error in ``produce`` is re-raised.
     """
     send, receive = anyio.create_memory_object_stream[T](math.inf)
     cancelled = threading.Event()
+    finished = threading.Event()
     errors: list[BaseException] = []
 
     def push(item: T) -> None:
-        if not cancelled.is_set():
+        if cancelled.is_set():
+            return
+        try:
             anyio.from_thread.run_sync(send.send_nowait, item)
+        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            cancelled.set()  # the consumer is gone (abandoned thread)
+
+    def run() -> None:
+        try:
+            produce(push, cancelled)
+        finally:
+            finished.set()
 
     async def worker() -> None:
         with send:
             try:
-                await anyio.to_thread.run_sync(produce, push, cancelled)
+                await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
             except Exception as exc:
                 errors.append(exc)
 
@@ -46,5 +63,8 @@ async def stream_from_thread(produce: Producer[T], consume: Callable[[T], Awaita
                     await consume(item)
             finally:
                 cancelled.set()
+                with anyio.move_on_after(grace_s, shield=True):
+                    while not finished.is_set():
+                        await anyio.sleep(0.005)
     if errors:
         raise errors[0]
