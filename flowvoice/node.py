@@ -29,7 +29,7 @@ from flowvoice.frames import UNSTAMPED, Frame
 
 if TYPE_CHECKING:
     from flowvoice.runtime.channel import Channel
-    from flowvoice.runtime.session import NodeContext
+    from flowvoice.runtime.session import NodeContext, StallWatch
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class NodeParams(BaseModel):
     """Base of every node's params model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class NodeStalled(RuntimeError):
+    """A node made no progress on a frame for longer than its ``stall_timeout_s``."""
 
 
 class NodeSetupError(RuntimeError):
@@ -68,6 +72,8 @@ class Node:
         self._out: dict[str, list[Channel]] = {port: [] for port in self.outputs}
         #: Turn of the frame being processed; stamps what this node emits meanwhile.
         self.current_turn: int = UNSTAMPED
+        #: Set by the runtime while a frame is processed under a stall timeout.
+        self.stall_watch: StallWatch | None = None
 
     # -- hooks -------------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -99,6 +105,8 @@ class Node:
             frame.turn = self.current_turn if self.current_turn != UNSTAMPED else self.context.turn
         if self.preemptible and frame.turn < self.context.turn:
             return
+        if self.stall_watch is not None:
+            self.stall_watch.progress()
         for channel in self._out[port]:
             await channel.send(frame)
 

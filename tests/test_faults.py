@@ -74,9 +74,9 @@ def test_engine_error_mid_turn_ends_only_its_session() -> None:
 
 
 def test_hanging_engine_is_bounded_only_by_its_client() -> None:
-    """An engine awaiting forever stalls its session without an error: the runtime has no
-    per-node timeout. What ends it is the client leaving (or a proxy's read timeout); then
-    every task of the session is cancelled. Other sessions are unaffected throughout."""
+    """Without a ``stall_timeout_s`` an engine awaiting forever stalls its session without an
+    error. What ends it is the client leaving (or a proxy's read timeout); then every task of
+    the session is cancelled. Other sessions are unaffected throughout."""
     with serving(chain_graph("fault.hang")) as (server, _), clients(server.ws_url, 2) as peers:
         stuck, other = peers
         echo_all(peers, 1)
@@ -91,14 +91,20 @@ def test_hanging_engine_is_bounded_only_by_its_client() -> None:
         other.echo(8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime: stream_from_thread waits for its worker thread on cancellation, so an "
-    "engine blocked in a thread (a hung TTS or model call) keeps its session, tasks and "
-    "thread alive after the client left. Needs a bounded wait then abandoning the thread "
-    "(anyio.to_thread.run_sync(..., abandon_on_cancel=True) after `cancelled` is set and a "
-    "grace period), plus a per-node stall timeout that reports an error event.",
-)
+def test_stalled_engine_ends_its_session_with_an_error_naming_it() -> None:
+    graph = chain_graph("fault.hang")
+    graph.nodes["hang"].stall_timeout_s = 0.5
+    with serving(graph) as (server, _), clients(server.ws_url, 2) as peers:
+        stuck, other = peers
+        echo_all(peers, 1)
+        stuck.send(fault_frame())
+        assert stuck.wait_closed() == 1011
+        (error,) = stuck.events("error")
+        assert (error["code"], error["node"]) == ("node_failed", "hang")
+        assert "NodeStalled: no progress for 0.5 s" in error["message"]
+        other.echo(2)  # the other session goes on
+
+
 def test_engine_hung_in_a_thread_ends_with_its_client() -> None:
     fault_nodes.RELEASE_THREADS.clear()
     with running_server(create_app(chain_graph("fault.hang_thread"))) as server:

@@ -365,3 +365,59 @@ def test_runtime_benchmark_runs():
     result = measure(frames=300, latency_frames=30)
     assert result["frames_per_s"] > 0
     assert 0 < result["hop_p50_us"] <= result["hop_p99_us"]
+
+
+@register("t.hang")
+class Hang(Node):
+    """Emits once per frame, then hangs forever."""
+
+    inputs = {"audio": Port(AudioFrame)}
+    outputs = {"audio": Port(AudioFrame)}
+
+    async def process(self, port: str, frame: Frame) -> None:
+        await self.emit("audio", frame)
+        await anyio.sleep_forever()
+
+
+def test_stall_timeout_fails_a_node_that_stops_making_progress():
+    session = session_of(
+        """
+nodes:
+  src: {type: t.counter, params: {frames: 3}}
+  hang: {type: t.hang, stall_timeout_s: 0.2}
+  sink: {type: test.collect}
+edges:
+  - src.audio -> hang.audio
+  - hang.audio -> sink.frames
+"""
+    )
+    start = time.perf_counter()
+    with pytest.raises(SessionError) as info:
+        anyio.run(session.run)
+    assert 0.2 <= time.perf_counter() - start < 5
+    assert info.value.node == "hang"
+    assert "no progress for 0.2 s while processing AudioFrame" in str(info.value)
+    assert len(session.nodes["sink"].frames) == 1
+
+
+def test_stall_timeout_is_pushed_back_by_each_emit():
+    session = session_of(
+        """
+nodes:
+  src: {type: test.text, params: {sentences: ["go"]}}
+  slow: {type: t.slow, stall_timeout_s: 0.1}
+  sink: {type: test.collect}
+edges:
+  - src.sentence -> slow.text
+  - {from: slow.text, to: sink.frames, buffer: 2000}
+"""
+    )
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.run)
+            await anyio.sleep(0.5)  # 50 emits, 10 ms apart: never stalled
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert len(session.nodes["sink"].frames) >= 20

@@ -39,6 +39,7 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str
     params: dict[str, Any] = Field(default_factory=dict)
+    stall_timeout_s: float | None = Field(None, gt=0, le=3600)
 
 
 class EdgeSpec(BaseModel):
@@ -67,6 +68,8 @@ class LoadedNode:
     node_type: type[Node]
     params: NodeParams
     line: int | None
+    #: A frame whose processing emits nothing for this long fails the session (None: no limit).
+    stall_timeout_s: float | None = None
 
 
 @dataclass
@@ -204,7 +207,9 @@ def _load_nodes(
                     )
                 )
             continue
-        nodes[name] = LoadedNode(name, node_spec.type, node_type, params, source.line(loc))
+        nodes[name] = LoadedNode(
+            name, node_spec.type, node_type, params, source.line(loc), node_spec.stall_timeout_s
+        )
     return nodes
 
 

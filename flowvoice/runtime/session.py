@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 
 from flowvoice.frames import EndOfStream, Frame
 from flowvoice.graph.spec import LoadedGraph
-from flowvoice.node import Node
+from flowvoice.node import Node, NodeStalled
 from flowvoice.runtime.channel import Channel, ChannelClosed, Overflow
 from flowvoice.runtime.playback import PlaybackLedger
 from flowvoice.runtime.resources import ResourceCache, shared_resources
@@ -59,6 +59,17 @@ class Edge:
     target: str
     target_port: str
     channel: Channel[Frame]
+
+
+class StallWatch:
+    """A deadline on processing one frame that every emit pushes back."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self.scope = anyio.CancelScope(deadline=anyio.current_time() + timeout_s)
+
+    def progress(self) -> None:
+        self.scope.deadline = anyio.current_time() + self.timeout_s
 
 
 class NodeContext:
@@ -266,7 +277,7 @@ class Session:
     async def _dispatch(self, node: Node, port: str, frame: Frame) -> None:
         node.current_turn = frame.turn
         if not node.preemptible:
-            await node.process(port, frame)
+            await self._process(node, port, frame)
             return
         if frame.turn < self.turn:
             self.stale_dropped += 1
@@ -274,9 +285,26 @@ class Session:
         with anyio.CancelScope() as scope:
             self._inflight[node.name] = scope
             try:
-                await node.process(port, frame)
+                await self._process(node, port, frame)
             finally:
                 del self._inflight[node.name]
+
+    async def _process(self, node: Node, port: str, frame: Frame) -> None:
+        timeout = self.graph.nodes[node.name].stall_timeout_s
+        if timeout is None:
+            await node.process(port, frame)
+            return
+        watch = node.stall_watch = StallWatch(timeout)
+        try:
+            with watch.scope:
+                await node.process(port, frame)
+        finally:
+            node.stall_watch = None
+        if watch.scope.cancelled_caught:
+            raise NodeStalled(
+                f"no progress for {timeout:g} s while processing {type(frame).__name__} "
+                f"(stall_timeout_s: {timeout:g})"
+            )
 
 
 def _leaf_error(exc: BaseException) -> BaseException:
