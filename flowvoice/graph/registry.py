@@ -34,6 +34,7 @@ BUILTIN_MODULES = (
     "flowvoice.nodes.tts_realtime",
     "flowvoice.nodes.websocket",
     "flowvoice.nodes.testing",
+    "flowvoice.bench.scripted",
 )
 
 _REGISTRY: dict[str, type[Node]] = {}

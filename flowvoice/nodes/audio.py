@@ -9,9 +9,10 @@ import anyio
 import numpy as np
 from pydantic import Field
 
-from flowvoice.frames import AudioFrame, Frame, TextDelta
+from flowvoice.frames import AudioFrame, Frame
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.nodes.speaker import SpeakerParams, SpeakerSink
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
@@ -86,29 +87,31 @@ class FileSource(Node):
             await self.emit("audio", AudioFrame(samples=chunk, sample_rate=self.sample_rate))
 
 
-class FileSinkParams(NodeParams):
+class FileSinkParams(SpeakerParams):
     path: str = Field(
         "", description="WAV file to write the received audio to ('' keeps it in memory)."
     )
     sample_rate: int = Field(0, ge=0, description="Output rate; 0 keeps the first frame's rate.")
     gap_ms: int = Field(300, ge=0, description="Silence written between the audio of two turns.")
+    lead_ms: int = Field(
+        0,
+        ge=0,
+        le=60000,
+        description="0 writes audio as fast as it is made; > 0 'plays' it in real time with "
+        "this lead (like a speaker), so barge-in and interrupts cut it as they would live.",
+    )
 
 
 @register("audio.file_sink")
-class FileSink(Node):
+class FileSink(SpeakerSink):
     """Collects assistant audio per turn and writes it to a WAV file at the end of the stream.
 
-    Publishes ``assistant_text`` events for text deltas, like the WebSocket sink, and marks
-    ``first_audio_sent`` in the latency trace when a turn's first audio arrives.
+    Behaves like the WebSocket sink (``assistant_text`` events, held speculative turns, the
+    latency trace's ``first_audio_sent``), with a WAV file as the speaker.
     """
 
-    inputs = {
-        "audio": Port(AudioFrame, doc="assistant audio"),
-        "text": Port(TextDelta, required=False, doc="assistant text, published as events"),
-    }
     Params = FileSinkParams
     params: FileSinkParams
-    preemptible = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -116,23 +119,19 @@ class FileSink(Node):
         self.rate = self.params.sample_rate
         self._resampler: Resampler | None = None
 
-    async def process(self, port: str, frame: Frame) -> None:
-        if isinstance(frame, TextDelta):
-            self.context.publish(
-                "assistant_text", turn=frame.turn, text=frame.text, final=frame.final
-            )
-            return
-        assert isinstance(frame, AudioFrame)
+    async def deliver(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
         if not self.rate:
-            self.rate = frame.sample_rate
-        samples = frame.samples
-        if frame.sample_rate != self.rate:
-            if self._resampler is None or self._resampler.in_rate != frame.sample_rate:
-                self._resampler = Resampler(frame.sample_rate, self.rate)
+            self.rate = sample_rate
+        if sample_rate != self.rate:
+            if self._resampler is None or self._resampler.in_rate != sample_rate:
+                self._resampler = Resampler(sample_rate, self.rate)
             samples = self._resampler(samples)
-        if frame.turn not in self.turns:
-            self.context.mark("first_audio_sent", frame.turn)
-        self.turns.setdefault(frame.turn, []).append(samples)
+        self.turns.setdefault(turn, []).append(samples)
+
+    async def on_interrupt(self, turn: int) -> None:
+        if self.speaking():
+            self.audio_turn = self.open_reply = None
+            self.context.publish("interrupt", turn=turn)
 
     def audio(self) -> np.ndarray:
         """Everything received so far, turns separated by ``gap_ms`` of silence."""

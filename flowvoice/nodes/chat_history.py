@@ -59,6 +59,12 @@ class ChatHistory:
         if self.messages and self.messages[-1].role == "assistant":
             self.messages[-1] = ChatMessage("assistant", heard.strip(), interrupted=True)
 
+    def drop_last_exchange(self) -> None:
+        """Forget the last user message and the reply after it (a cancelled speculation)."""
+        while self.messages:
+            if self.messages.pop().role == "user":
+                break
+
     def chat_messages(self) -> list[dict[str, str]]:
         """OpenAI-style messages: the system prompt, then the conversation."""
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []

@@ -82,20 +82,27 @@ class StreamingLLM(Node):
         await self.emit("text", TextDelta(text="", final=True))
 
     def _record(self, turn: int, produced: str, outcome: str) -> None:
-        if outcome == "failed" and not produced:
+        unanswered = outcome == "failed" and not produced
+        cancelled_speculation = outcome == "cut" and not self.context.is_committed(turn)
+        if unanswered or cancelled_speculation:
             if self.history.messages and self.history.messages[-1].role == "user":
                 self.history.messages.pop()
             return
         if outcome == "done":
             self.history.add_assistant(produced)
-        else:
+        else:  # cut short: keep what the user heard of it (all of it in a text-only graph)
             playback = self.context.playback
-            heard = playback.heard_text(turn)[0] if playback.is_playing(turn) else produced
+            heard = playback.heard_text(turn)[0] if playback.knows(turn) else produced
             self.history.add_assistant(heard, interrupted=True)
         self._reply_turn = turn
 
     async def on_interrupt(self, turn: int) -> None:
         last = self._reply_turn
-        if last is not None and self.context.playback.is_playing(last):
+        if last is None:
+            return
+        if not self.context.is_committed(last):  # a speculated reply the user never got
+            self.history.drop_last_exchange()
+            self._reply_turn = None
+        elif self.context.playback.is_playing(last):
             self.history.cut_last_reply(self.context.playback.heard_text(last)[0])
             self._reply_turn = None

@@ -6,6 +6,19 @@ finished sentence, long after a trailing "and", "um", a comma or "..."), ``turn.
 uses a fixed one. Speech that resumes before the wait expires continues the same turn.
 Committing raises the session's turn (preempting older replies), records the latency-trace
 marks, publishes a ``user_turn`` event and emits one ``UserTurn``.
+
+Barge-in: speech that starts while the assistant is still speaking pauses its voice; once it
+has lasted ``barge_in_min_speech_ms`` (and has ``barge_in_min_words`` in the partial
+transcript) the turn is raised, which stops the LLM, TTS and every queued frame of the reply
+and makes the sink tell the listener to flush. Shorter speech (a cough, "mm-hm") resumes the
+voice where it paused. The browser's echo cancellation keeps the assistant's own voice out of
+the microphone; the minimum speech time is the server-side guard against what leaks through.
+
+Speculation (``speculate: true``): as soon as the final transcript is in, a speculative turn
+starts the reply while the silence wait runs; sinks hold its output. If the user stays
+silent the turn commits and the held reply goes out at once; if they speak on, it is
+cancelled (and the LLM forgets it). The wait is then stretched to the measured time the
+reply needs, since waiting that long costs nothing and gives the user more time to go on.
 """
 
 from __future__ import annotations
@@ -53,10 +66,43 @@ def classify_ending(text: str) -> Ending:
     return "complete" if text[-1] == "." else "open"
 
 
+class ConversationParams(NodeParams):
+    """Barge-in and speculation settings shared by the turn nodes."""
+
+    barge_in: bool = Field(True, description="Let the user interrupt the assistant by speaking.")
+    barge_in_min_speech_ms: int = Field(
+        400,
+        ge=0,
+        le=5000,
+        description="Speech must last this long while the assistant speaks to interrupt it "
+        "(coughs and 'mm-hm' do not; also the guard against echo the browser lets through).",
+    )
+    barge_in_confirm_ms: int = Field(
+        250,
+        ge=0,
+        le=5000,
+        description="Extra wait before deciding, so speech that already stopped can be seen to "
+        "have stopped: set it to the VAD's min_silence_ms (the assistant is paused meanwhile).",
+    )
+    barge_in_min_words: int = Field(
+        0, ge=0, le=20, description="Words the partial transcript must also hold (0: any)."
+    )
+    resume_false_interruption: bool = Field(
+        True,
+        description="Pause the assistant when speech starts and resume it if the speech ends "
+        "before it qualifies as a barge-in.",
+    )
+    speculate: bool = Field(
+        False,
+        description="Start the reply on the final transcript while the silence wait runs; "
+        "release it when the turn commits, cancel it if the user speaks on.",
+    )
+
+
 class _TurnNode(Node):
     inputs = {
         "vad": Port(VADEvent, doc="speech start / end"),
-        "transcript": Port(Transcript, doc="final transcripts (partials are ignored)"),
+        "transcript": Port(Transcript, doc="final transcripts; partials count barge-in words"),
     }
     outputs = {"user_turn": Port(UserTurn)}
 
@@ -68,10 +114,19 @@ class _TurnNode(Node):
         self._end: VADEvent | None = None
         self._final: Transcript | None = None
         self._changed = anyio.Event()
+        self._partial_words = 0
+        self._barge_start: VADEvent | None = None  # speech that may interrupt the assistant
+        self._speculation: tuple[int, str] | None = None  # (turn, text) held by the sinks
+        self._ready_ms = 0.0  # measured end-of-speech -> first reply audio of speculations
+        self._last_speculated: int | None = None
 
     def wait_ms(self, text: str) -> int:
         """Silence after the end of speech needed to commit a turn ending with ``text``."""
         raise NotImplementedError
+
+    @property
+    def conversation(self) -> ConversationParams:
+        return self.params  # type: ignore[return-value]
 
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, VADEvent):
@@ -79,32 +134,98 @@ class _TurnNode(Node):
             if frame.kind == "end":
                 self._end = frame
                 self._awaiting += 1
-        elif isinstance(frame, Transcript) and frame.final:
-            self._awaiting = max(0, self._awaiting - 1)
-            if frame.text.strip():
-                self._texts.append(frame.text.strip())
-            self._final = frame
+                if self._barge_start is not None:  # too short to interrupt: a false alarm
+                    self._barge_start = None
+                    self.context.speaker.resume()
+            else:
+                await self._speech_started(frame)
+        elif isinstance(frame, Transcript):
+            if not frame.final:
+                self._partial_words = len(frame.text.split())
+            else:
+                self._awaiting = max(0, self._awaiting - 1)
+                if frame.text.strip():
+                    self._texts.append(frame.text.strip())
+                self._final = frame
         self._changed.set()
+
+    async def _speech_started(self, start: VADEvent) -> None:
+        self._partial_words = 0
+        if self._speculation is not None:  # the user goes on: the speculated reply is wrong
+            self._speculation = None
+            await self.context.new_turn("speculation cancelled")
+            return
+        playback, turn = self.context.playback, self.context.turn
+        if self.conversation.barge_in and playback.is_playing(turn):
+            self._barge_start = start
+            if self.conversation.resume_false_interruption:
+                self.context.speaker.pause()
+
+    def _barge_in_due_ns(self) -> int | None:
+        """When the speech that started during the reply qualifies as a barge-in."""
+        start, p = self._barge_start, self.conversation
+        if start is None or self._partial_words < p.barge_in_min_words:
+            return None
+        return start.t_ns + (p.barge_in_min_speech_ms + p.barge_in_confirm_ms) * 1_000_000
 
     def _deadline_ns(self) -> int | None:
         """When the pending turn commits if nothing changes; None while it cannot."""
         if self._speaking or self._awaiting or self._end is None or self._final is None:
             return None
-        return self._end.t_ns + self.wait_ms(self._texts[-1] if self._texts else "") * 1_000_000
+        wait = self.wait_ms(self._texts[-1] if self._texts else "")
+        if self.conversation.speculate:
+            wait = max(wait, min(self._ready_ms, self.max_wait_ms()))
+        return self._end.t_ns + int(wait * 1_000_000)
+
+    def max_wait_ms(self) -> int:
+        """The longest silence this node ever waits."""
+        return self.wait_ms("")
 
     async def run(self) -> None:
         while True:
             self._changed = anyio.Event()
+            barge_in = self._barge_in_due_ns()
             deadline = self._deadline_ns()
-            if deadline is None:
+            if deadline is not None and self.conversation.speculate and not self._speculation:
+                await self._speculate()
+            due = min((t for t in (barge_in, deadline) if t is not None), default=None)
+            if due is None:
                 await self._changed.wait()
                 continue
-            delay = (deadline - time.monotonic_ns()) / 1e9
+            delay = (due - time.monotonic_ns()) / 1e9
             if delay > 0:
                 with anyio.move_on_after(delay):
                     await self._changed.wait()
                     continue
-            await self._commit()
+            if due == barge_in:
+                await self._barge_in()
+            else:
+                await self._commit()
+
+    async def _barge_in(self) -> None:
+        self._barge_start = None
+        interrupted = self.context.turn
+        decided_ns = time.monotonic_ns()
+        await self.context.new_turn("barge-in")
+        self.context.publish("barge_in", turn=interrupted, decided_ns=decided_ns)
+
+    async def _speculate(self) -> None:
+        """Start the reply to the text so far; sinks hold it until the turn commits."""
+        if self._last_speculated is not None:
+            self._update_ready_ms(self._last_speculated)
+        text = " ".join(self._texts)
+        if not text:
+            return
+        turn = await self.context.new_turn("speculative", speculative=True)
+        self._speculation = (turn, text)
+        self._last_speculated = turn
+        await self.emit("user_turn", UserTurn(turn=turn, text=text))
+
+    def _update_ready_ms(self, turn: int) -> None:
+        trace = self.context.trace(turn)
+        ready = trace.latencies_ms().get("first_audio") if trace else None
+        if ready is not None:
+            self._ready_ms = ready if not self._ready_ms else 0.7 * self._ready_ms + 0.3 * ready
 
     async def end_of_stream(self) -> None:
         if self._texts:
@@ -116,17 +237,23 @@ class _TurnNode(Node):
         if not texts:  # only noise was heard
             return
         text = " ".join(texts)
-        turn = await self.context.new_turn("user_turn")
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation[1] == text:
+            turn = speculation[0]
+            self.context.commit(turn)
+        else:
+            turn = await self.context.new_turn("user_turn")
         if end is not None:
             self.context.mark("speech_end", turn, t_ns=end.t_ns)
         if final is not None:
             self.context.mark("final_transcript", turn, t_ns=final.t_ns)
         self.context.mark("turn_committed", turn)
         self.context.publish("user_turn", turn=turn, text=text)
-        await self.emit("user_turn", UserTurn(turn=turn, text=text))
+        if speculation is None or turn != speculation[0]:
+            await self.emit("user_turn", UserTurn(turn=turn, text=text))
 
 
-class DynamicTurnParams(NodeParams):
+class DynamicTurnParams(ConversationParams):
     min_wait_ms: int = Field(
         300, ge=0, le=10000, description="Silence after a finished sentence (ends in . ? !)."
     )
@@ -160,6 +287,9 @@ class DynamicTurn(_TurnNode):
     Params = DynamicTurnParams
     params: DynamicTurnParams
 
+    def max_wait_ms(self) -> int:
+        return self.params.max_wait_ms
+
     def wait_ms(self, text: str) -> int:
         p = self.params
         ending = classify_ending(text)
@@ -168,7 +298,7 @@ class DynamicTurn(_TurnNode):
         return p.max_wait_ms if ending == "incomplete" else p.open_wait_ms
 
 
-class SilenceTurnParams(NodeParams):
+class SilenceTurnParams(ConversationParams):
     silence_ms: int = Field(
         800, ge=0, le=20000, description="Silence after the end of speech that ends the turn."
     )

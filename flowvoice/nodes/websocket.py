@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from flowvoice.frames import AudioFrame, Frame, TextDelta
+from flowvoice.frames import AudioFrame
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.nodes.speaker import SpeakerSink
 from flowvoice.transport import WebSocketTransport
 
 
@@ -66,51 +67,20 @@ class WebSocketSource(Node):
 
 
 @register("websocket.sink")
-class WebSocketSink(Node):
+class WebSocketSink(SpeakerSink):
     """The browser's speaker: assistant audio as binary messages, reply text as events.
 
-    Sends ``assistant_text`` events for text deltas, marks ``first_audio_sent`` in the
-    latency trace on a turn's first audio, and on a new turn while the assistant is still
-    speaking drops unsent audio and sends ``interrupt`` so the browser flushes its buffer.
+    Audio is paced to real time plus ``lead_ms`` and held while a possible barge-in is being
+    checked; on a new turn while the assistant is still speaking it drops unsent audio and
+    sends ``interrupt`` so the browser flushes its buffer.
     """
 
-    inputs = {
-        "audio": Port(AudioFrame, doc="assistant audio"),
-        "text": Port(TextDelta, required=False, doc="assistant text, streamed as events"),
-    }
-    preemptible = True
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        #: Turn of the latest audio sent, until an interrupt flushes it.
-        self._audio_turn: int | None = None
-        #: Turn of a reply whose text has started but not finished.
-        self._open_reply: int | None = None
-
-    async def process(self, port: str, frame: Frame) -> None:
-        if isinstance(frame, TextDelta):
-            self._open_reply = None if frame.final else frame.turn
-            self.context.publish(
-                "assistant_text", turn=frame.turn, text=frame.text, final=frame.final
-            )
-            return
-        assert isinstance(frame, AudioFrame)
-        await _transport(self).send_audio(frame.turn, frame.sample_rate, frame.samples)
-        self.context.playback.sent(frame.turn, frame.duration_s)
-        if frame.turn != self._audio_turn:
-            self._audio_turn = frame.turn
-            self.context.mark("first_audio_sent", frame.turn)
-
-    def speaking(self) -> bool:
-        """True while a reply is streaming or its sent audio has not finished playing
-        (by the client's ``played`` reports, else by the clock)."""
-        if self._open_reply is not None:
-            return True
-        return self._audio_turn is not None and self.context.playback.is_playing(self._audio_turn)
+    async def deliver(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
+        await _transport(self).send_audio(turn, sample_rate, samples)
 
     async def on_interrupt(self, turn: int) -> None:
         if not self.speaking():
             return
         _transport(self).discard_audio(before_turn=turn)
-        self._audio_turn = self._open_reply = None
+        self.audio_turn = self.open_reply = None
         self.context.publish("interrupt", turn=turn)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+#: Client reports this close to the sent duration count as everything played.
+PLAYED_TOLERANCE_S = 0.005
+
 
 @dataclass
 class _Spoken:
@@ -26,6 +29,7 @@ class TurnPlayback:
     sent_s: float = 0.0
     played_s: float | None = None
     first_sent_at: float | None = None
+    last_sent_at: float | None = None
 
     @property
     def audio_s(self) -> float:
@@ -46,6 +50,27 @@ class PlaybackLedger:
     def __init__(self, keep: int = 64):
         self._turns: dict[int, TurnPlayback] = {}
         self._keep = keep
+        self._paused_at: float | None = None
+
+    def pause(self) -> None:
+        """The speaker holds its audio: estimated playback stops advancing."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        """The speaker goes on: estimates resume where they stopped."""
+        if self._paused_at is None:
+            return
+        held = time.monotonic() - self._paused_at
+        self._paused_at = None
+        for entry in self._turns.values():
+            if entry.first_sent_at is not None:
+                entry.first_sent_at += held
+
+    def _now(self, now: float | None) -> float:
+        if now is not None:
+            return now
+        return self._paused_at if self._paused_at is not None else time.monotonic()
 
     def _turn(self, turn: int) -> TurnPlayback:
         entry = self._turns.get(turn)
@@ -69,8 +94,9 @@ class PlaybackLedger:
     def sent(self, turn: int, seconds: float) -> None:
         """A sink sent ``seconds`` of the turn's audio to the listener."""
         entry = self._turn(turn)
+        entry.last_sent_at = time.monotonic()
         if entry.first_sent_at is None:
-            entry.first_sent_at = time.monotonic()
+            entry.first_sent_at = entry.last_sent_at
         entry.sent_s += seconds
 
     def played(self, turn: int, seconds: float) -> None:
@@ -82,15 +108,28 @@ class PlaybackLedger:
         entry = self._turns.get(turn)
         if entry is None or entry.first_sent_at is None:
             return False
-        now = time.monotonic() if now is None else now
-        return entry.heard_s(now) < entry.sent_s
+        return entry.heard_s(self._now(now)) < entry.sent_s - PLAYED_TOLERANCE_S
+
+    def heard_seconds(self, turn: int, now: float | None = None) -> float:
+        """Seconds of ``turn``'s reply the user has heard so far."""
+        entry = self._turns.get(turn)
+        return entry.heard_s(self._now(now)) if entry else 0.0
+
+    def knows(self, turn: int) -> bool:
+        """True once any of ``turn``'s reply was spoken (a sentence reached TTS)."""
+        return turn in self._turns
+
+    def last_sent_at(self, turn: int) -> float | None:
+        """Monotonic time the last audio of ``turn`` was sent (None if none was)."""
+        entry = self._turns.get(turn)
+        return entry.last_sent_at if entry else None
 
     def heard_text(self, turn: int, now: float | None = None) -> tuple[str, bool]:
         """(text the user heard, whether that is all of it) for ``turn``."""
         entry = self._turns.get(turn)
         if entry is None:
             return "", False
-        heard = entry.heard_s(time.monotonic() if now is None else now)
+        heard = entry.heard_s(self._now(now))
         words: list[str] = []
         elapsed = 0.0
         for sentence in entry.sentences:

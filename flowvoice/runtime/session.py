@@ -29,6 +29,7 @@ from flowvoice.node import Node, NodeStalled
 from flowvoice.runtime.channel import Channel, ChannelClosed, Overflow
 from flowvoice.runtime.playback import PlaybackLedger
 from flowvoice.runtime.resources import ResourceCache, shared_resources
+from flowvoice.runtime.speaker import SpeakerGate
 from flowvoice.runtime.trace import Tracer, TurnTrace
 
 if sys.version_info < (3, 11):
@@ -114,9 +115,29 @@ class NodeContext:
         """Send an event (transcripts, errors, ...) to the session's listeners."""
         self._session.publish({"type": event_type, **data})
 
-    async def new_turn(self, reason: str = "turn") -> int:
-        """Raise the session's turn, preempting older work; returns the new turn."""
-        return await self._session.new_turn(reason)
+    async def new_turn(self, reason: str = "turn", speculative: bool = False) -> int:
+        """Raise the session's turn, preempting older work; returns the new turn.
+
+        A ``speculative`` turn's output is held by sinks until :meth:`commit` releases it.
+        """
+        return await self._session.new_turn(reason, speculative)
+
+    def commit(self, turn: int) -> None:
+        """Release a speculative turn: its held and future output goes out."""
+        self._session.commit(turn)
+
+    def is_committed(self, turn: int) -> bool:
+        """False for a speculative turn not (or never to be) committed."""
+        return self._session.is_committed(turn)
+
+    async def wait_committed(self, turn: int) -> None:
+        """Return once ``turn`` is committed (at once for ordinary turns)."""
+        await self._session.wait_committed(turn)
+
+    @property
+    def speaker(self) -> SpeakerGate:
+        """Pauses assistant audio while a possible barge-in is being checked."""
+        return self._session.speaker
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         if self._task_group is None:
@@ -142,6 +163,8 @@ class Session:
         self.listeners: list[EventListener] = []
         self.tracer = Tracer(on_complete=self._publish_metrics)
         self.playback = PlaybackLedger()
+        self.speaker = SpeakerGate(self.playback)
+        self._uncommitted: dict[int, anyio.Event] = {}
         self.stale_dropped = 0
         self.nodes: dict[str, Node] = {}
         self._contexts: dict[str, NodeContext] = {}
@@ -184,15 +207,33 @@ class Session:
         return {e.channel.name: e.channel.dropped for e in self.edges}
 
     # -- turns -------------------------------------------------------------------------------
-    async def new_turn(self, reason: str = "turn") -> int:
+    async def new_turn(self, reason: str = "turn", speculative: bool = False) -> int:
         """Raise the turn: cancel preemptible in-flight work and tell every node."""
         self.turn += 1
+        for stale in [t for t in self._uncommitted if t < self.turn - 64]:
+            del self._uncommitted[stale]
+        if speculative:
+            self._uncommitted[self.turn] = anyio.Event()
         for scope in self._inflight.values():
             scope.cancel()
         for node in self.nodes.values():
             await node.on_interrupt(self.turn)
+        self.speaker.resume()  # after on_interrupt: a paused speaker was still speaking
         log.debug("session %d: turn %d (%s)", self.id, self.turn, reason)
         return self.turn
+
+    def commit(self, turn: int) -> None:
+        event = self._uncommitted.pop(turn, None)
+        if event is not None:
+            event.set()
+
+    def is_committed(self, turn: int) -> bool:
+        return turn not in self._uncommitted
+
+    async def wait_committed(self, turn: int) -> None:
+        event = self._uncommitted.get(turn)
+        if event is not None:
+            await event.wait()
 
     # -- running -----------------------------------------------------------------------------
     async def setup(self) -> None:

@@ -1,0 +1,84 @@
+"""The shared behaviour of assistant-audio sinks (``websocket.sink``, ``audio.file_sink``).
+
+A speaker sink publishes reply text as ``assistant_text`` events, holds a speculative turn's
+output until the turn commits, paces audio to real time plus a small lead (so an interrupt
+or a pause takes effect within that lead), records what it sent in the playback ledger and
+marks ``first_audio_sent``. Subclasses only deliver the audio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from flowvoice.frames import AudioFrame, Frame, TextDelta
+from flowvoice.node import Node, NodeParams, Port
+from flowvoice.runtime.speaker import SpeakerClock
+
+#: Paced audio goes out in slices of this many ms (a TTS chunk may hold a whole sentence).
+SLICE_MS = 40
+
+
+class SpeakerParams(NodeParams):
+    lead_ms: int = Field(
+        250,
+        ge=0,
+        le=60000,
+        description="How far ahead of real time audio is sent; 0 sends as fast as it is made "
+        "(an interrupt then relies on the listener flushing its buffer).",
+    )
+
+
+class SpeakerSink(Node):
+    """Base of sinks that play the assistant's reply to the user."""
+
+    inputs = {
+        "audio": Port(AudioFrame, doc="assistant audio"),
+        "text": Port(TextDelta, required=False, doc="assistant text, published as events"),
+    }
+    Params = SpeakerParams
+    params: SpeakerParams
+    preemptible = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = SpeakerClock(self.params.lead_ms / 1000)
+        #: Turn of the latest audio sent.
+        self.audio_turn: int | None = None
+        #: Turn of a reply whose text has started but not finished.
+        self.open_reply: int | None = None
+
+    async def deliver(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
+        """Send one chunk of assistant audio to the listener."""
+        raise NotImplementedError
+
+    async def process(self, port: str, frame: Frame) -> None:
+        await self.context.wait_committed(frame.turn)
+        if isinstance(frame, TextDelta):
+            self.open_reply = None if frame.final else frame.turn
+            self.context.publish(
+                "assistant_text", turn=frame.turn, text=frame.text, final=frame.final
+            )
+            return
+        assert isinstance(frame, AudioFrame)
+        rate, turn = frame.sample_rate, frame.turn
+        step = len(frame.samples) if not self.params.lead_ms else rate * SLICE_MS // 1000
+        for offset in range(0, len(frame.samples), step):
+            piece = frame.samples[offset : offset + step]
+            if self.params.lead_ms:
+                await self._clock.pace(turn, len(piece) / rate, self.context.speaker)
+            await self.deliver(turn, rate, piece)
+            self.context.playback.sent(turn, len(piece) / rate)
+            if turn != self.audio_turn:
+                self.audio_turn = turn
+                self.context.mark("first_audio_sent", turn)
+
+    def speaking(self) -> bool:
+        """True while a reply streams or its sent audio has not finished playing."""
+        if self.open_reply is not None:
+            return True
+        if self.context.speaker.paused:  # held while a barge-in was being checked
+            return self.audio_turn is not None
+        return self.audio_turn is not None and self.context.playback.is_playing(self.audio_turn)

@@ -1,0 +1,144 @@
+"""Barge-in and speculation with the real default graph (a scripted real-time microphone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+from serving import speech_graph
+from speech_audio import speak, wer, write_wav
+
+from flowvoice.chat import ChatResult, replace_io, run_chat
+from flowvoice.graph.spec import LoadedGraph
+
+QUESTION = "What is the capital of France?"
+INTERRUPTION = "Stop. What is the capital of Germany?"
+
+
+def wav(tmp_path: Path, name: str, samples: np.ndarray) -> str:
+    path = tmp_path / f"{name}.wav"
+    write_wav(path, samples, 16000)
+    return str(path)
+
+
+def scripted(graph: LoadedGraph, script: list[dict], tail_s: float = 6.0) -> LoadedGraph:
+    return replace_io(
+        graph,
+        ("bench.scripted_mic", {"script": script, "tail_s": tail_s}),
+        ("audio.file_sink", {"lead_ms": 250}),
+    )
+
+
+def converse(graph: LoadedGraph) -> ChatResult:
+    async def bounded() -> ChatResult:
+        with anyio.fail_after(120):
+            return await run_chat(graph)
+
+    return anyio.run(bounded)
+
+
+def events(result: ChatResult, kind: str) -> list[dict]:
+    return [e for e in result.events if e["type"] == kind]
+
+
+@pytest.fixture(scope="module")
+def slow_voice_graph() -> LoadedGraph:
+    """The default graph with a slower voice, so a reply lasts long enough to interrupt."""
+    graph = speech_graph()
+    tts = graph.nodes["tts"]
+    tts.params = tts.node_type.Params.model_validate(
+        {**tts.params.model_dump(), "length_scale": 1.6}
+    )
+    return graph
+
+
+def test_barge_in_stops_the_reply_at_once_and_history_keeps_what_was_heard(
+    tmp_path, slow_voice_graph
+):
+    script = [
+        {"wav": wav(tmp_path, "q", speak(QUESTION))},
+        {"wav": wav(tmp_path, "stop", speak(INTERRUPTION)), "assistant_s": 0.6},
+    ]
+    result = converse(scripted(slow_voice_graph, script))
+
+    (barge_in,) = events(result, "barge_in")
+    interrupted = barge_in["turn"]
+    assert events(result, "interrupt"), "the sink told the listener to flush"
+    last_sent = result.session.playback.last_sent_at(interrupted)
+    assert last_sent is not None
+    # No audio of the interrupted turn left after the decision (+100 ms of slack).
+    assert last_sent * 1e9 <= barge_in["decided_ns"] + 100e6
+    played, complete = result.session.playback.heard_text(interrupted)
+    assert not complete
+
+    # The next turn answers the interruption.
+    users = [t for t in result.turns if t.turn > interrupted]
+    assert users and wer(INTERRUPTION, users[-1].user) <= 0.3, users
+    assert users[-1].assistant.strip()
+
+    # The history keeps the cut reply as heard, marked interrupted.
+    history = result.session.nodes["llm"].history.messages
+    cut = next(m for m in history if m.role == "assistant" and m.interrupted)
+    full = next(t for t in result.turns if t.turn == interrupted).assistant.strip()
+    assert len(cut.content) < len(full)
+    assert full.startswith(cut.content.rstrip(".,!? "))
+
+
+def test_a_short_hum_during_the_reply_does_not_interrupt(tmp_path, slow_voice_graph):
+    hum = speak("hmm")[: 16000 * 25 // 100]  # 250 ms: shorter than barge_in_min_speech_ms
+    script = [
+        {"wav": wav(tmp_path, "q", speak(QUESTION))},
+        {"wav": wav(tmp_path, "hum", hum), "assistant_s": 0.5},
+    ]
+    result = converse(scripted(slow_voice_graph, script))
+    assert not events(result, "barge_in")
+    assert not events(result, "interrupt")
+    (turn,) = result.turns
+    entry = result.session.playback
+    assert entry.heard_text(turn.turn, now=float("inf"))[1], "the whole reply was played"
+    assert not any(m.interrupted for m in result.session.nodes["llm"].history.messages)
+
+
+def test_speculation_releases_a_matching_reply_sooner(tmp_path):
+    """Same question, same silence wait; with speculation the reply is ready at commit."""
+    question = wav(tmp_path, "q", speak("Tell me the capital of France"))
+    script = [{"wav": question}, {"wav": question, "pause_s": 8.0}]
+    latencies = {}
+    for speculate in (False, True):
+        graph = speech_graph()
+        turn = graph.nodes["turn"]
+        turn.params = turn.node_type.Params.model_validate(
+            {
+                **turn.params.model_dump(),
+                "speculate": speculate,
+                "open_wait_ms": 1200,
+                "max_wait_ms": 1500,
+            }
+        )
+        result = converse(scripted(graph, script))
+        assert len(result.turns) == 2
+        latencies[speculate] = [t.latency_ms["first_audio_sent"] for t in result.turns]
+        if speculate:
+            assert {t.assistant.strip() for t in result.turns} != {""}
+    # Generous bound: every speculated turn is faster than the slowest plain one.
+    assert max(latencies[True]) < max(latencies[False]), latencies
+
+
+def test_a_changed_final_text_never_plays_the_speculated_reply(tmp_path):
+    graph = speech_graph()
+    turn = graph.nodes["turn"]
+    turn.params = turn.node_type.Params.model_validate(
+        {**turn.params.model_dump(), "speculate": True, "max_wait_ms": 2500}
+    )
+    part1 = wav(tmp_path, "a", speak("I would like to know the capital of"))
+    part2 = wav(tmp_path, "b", speak("Germany please"))
+    result = converse(scripted(graph, [{"wav": part1}, {"wav": part2, "pause_s": 1.2}]))
+    (answered,) = result.turns
+    assert "germany" in answered.user.lower()
+    sink = next(n for n in result.session.nodes.values() if n.type_name == "audio.file_sink")
+    assert list(sink.turns) == [answered.turn], "only the committed turn's audio was played"
+    history = result.session.nodes["llm"].history.messages
+    assert [m.role for m in history] == ["user", "assistant"]
+    assert "germany" in history[0].content.lower()
