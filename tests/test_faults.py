@@ -119,12 +119,13 @@ def test_engine_hung_in_a_thread_ends_with_its_client() -> None:
 
 
 def tone_graph() -> LoadedGraph:
-    """Assistant audio as fast as the connection takes it (backpressure is the only brake)."""
+    """Assistant audio as fast as the connection takes it (``lead_ms: 0``: no real-time
+    pacing, so backpressure is the only brake)."""
     return load_graph(
         "<test>",
         text="name: flood\nnodes:\n"
         "  tone: {type: test.tone, params: {frames: 100000000}}\n"
-        "  speaker: {type: websocket.sink}\n"
+        "  speaker: {type: websocket.sink, params: {lead_ms: 0}}\n"
         "edges:\n  - tone.audio -> speaker.audio\n",
     )
 

@@ -549,14 +549,16 @@ class Client:
         return [e for e in events(list(self.messages)) if e["type"] == kind]
 
     def replied(self) -> bool:
-        """A committed user turn, its full reply text, and audio of that turn arrived."""
+        """A committed user turn, its full reply text, and at least 0.6 s of its audio
+        arrived (audio comes paced in real time)."""
         turns = self.events("user_turn")
         if not turns:
             return False
         turn = turns[0]["turn"]
         texts = [e for e in self.events("assistant_text") if e["turn"] == turn]
         sent = [a for a in audio(list(self.messages)) if a[0] == turn]
-        return any(e["final"] for e in texts) and bool(sent)
+        seconds = sum(len(samples) / rate for _, rate, samples in sent)
+        return any(e["final"] for e in texts) and seconds >= 0.6
 
     def close(self) -> None:
         self._stack.close()
