@@ -89,12 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?", help="a node type, e.g. stt.whisper")
 
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
-    bench.add_argument("name", choices=["runtime", "e2e", "pipecat"], help="which benchmark")
+    bench.add_argument(
+        "name", choices=["runtime", "e2e", "bargein", "pipecat"], help="which benchmark"
+    )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
     bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
     bench.add_argument("--plot", metavar="PNG", help="pipecat: also save bar charts (matplotlib)")
     bench.add_argument("--graph", default="graphs/default.yaml", help="e2e: graph to measure")
-    bench.add_argument("--questions", type=int, default=5, help="e2e: spoken questions")
+    bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
+    )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 
@@ -212,6 +217,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_pipecat(
             markdown=args.markdown, frames=args.frames, repeats=args.repeats, plot_path=args.plot
         )
+    if args.name == "bargein":
+        from flowvoice.bench.bargein import main as bench_bargein
+
+        return bench_bargein(args.graph, args.interruptions, args.questions, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
     return bench_e2e(graph_path=args.graph, questions=args.questions, markdown=args.markdown)

