@@ -1,7 +1,7 @@
 """``flowvoice bench bargein``: how fast an interrupted reply stops, and what speculation saves.
 
 Stop latency: a scripted real-time microphone asks a question, then interrupts each reply
-0.5 s into its audio, ``interruptions`` times. For each barge-in: the turn detector's
+0.3 s into its audio, ``interruptions`` times. For each barge-in: the turn detector's
 qualifying decision -> the last audio frame of the interrupted turn sent, and the onset of
 the interrupting speech -> that last frame (the speaker pauses at onset, so this one shows
 what the listener hears). Negative values mean the audio had already stopped.
@@ -33,7 +33,7 @@ INTERRUPTIONS = (
     "No, what about the ocean?",
     "Hold on, what color is grass?",
 )
-SLOW_VOICE = "tts.params.length_scale=1.6"  # replies long enough to interrupt mid-sentence
+SLOW_VOICE = "tts.params.length_scale=2.0"  # replies long enough to interrupt mid-sentence
 
 
 def measure_stops(graph_path: str, interruptions: int) -> tuple[list[float], list[float]]:
@@ -46,7 +46,7 @@ def measure_stops(graph_path: str, interruptions: int) -> tuple[list[float], lis
         for index, line in enumerate(lines):
             path = Path(tmp) / f"{index}.wav"
             write_wav(path, speak(line), RATE)
-            script.append({"wav": str(path), "assistant_s": 0.5 if index else None})
+            script.append({"wav": str(path), "assistant_s": 0.3 if index else None})
         graph = replace_io(
             load_graph(graph_path, [SLOW_VOICE]),
             ("bench.scripted_mic", {"script": script, "tail_s": 6.0}),
