@@ -26,12 +26,13 @@ from flowvoice.chat import replace_io, run_chat
 from flowvoice.graph.spec import load_graph
 from flowvoice.nodes.audio import write_wav
 
+# Plain questions: the base model answers them with a full sentence worth interrupting.
 INTERRUPTIONS = (
-    "No, tell me about Germany instead.",
-    "Wait, what about Italy?",
-    "Actually, tell me about Spain.",
-    "No, what about the ocean?",
-    "Hold on, what color is grass?",
+    "What is the capital of Germany?",
+    "What is the capital of Italy?",
+    "What is the capital of Spain?",
+    "What is the capital of Japan?",
+    "What is the capital of Egypt?",
 )
 SLOW_VOICE = "tts.params.length_scale=2.0"  # replies long enough to interrupt mid-sentence
 
