@@ -31,7 +31,7 @@ async def stream_from_thread(
     """
     send, receive = anyio.create_memory_object_stream[T](math.inf)
     cancelled = threading.Event()
-    finished = threading.Event()
+    worker_exited = anyio.Event()
     errors: list[BaseException] = []
 
     def push(item: T) -> None:
@@ -42,18 +42,18 @@ async def stream_from_thread(
         except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             cancelled.set()  # the consumer is gone (abandoned thread)
 
-    def run() -> None:
-        try:
-            produce(push, cancelled)
-        finally:
-            finished.set()
+    # Shielded, so cancelling the caller does not abandon a thread that is about to return;
+    # only a thread still stuck after the grace period is abandoned (by cancelling this).
+    worker_scope = anyio.CancelScope(shield=True)
 
     async def worker() -> None:
-        with send:
+        with send, worker_scope:
             try:
-                await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(produce, push, cancelled, abandon_on_cancel=True)
             except Exception as exc:
                 errors.append(exc)
+            finally:
+                worker_exited.set()
 
     with receive:
         async with anyio.create_task_group() as tg:
@@ -64,7 +64,7 @@ async def stream_from_thread(
             finally:
                 cancelled.set()
                 with anyio.move_on_after(grace_s, shield=True):
-                    while not finished.is_set():
-                        await anyio.sleep(0.005)
+                    await worker_exited.wait()
+                worker_scope.cancel()
     if errors:
         raise errors[0]
