@@ -103,6 +103,8 @@ class StreamingLLM(Node):
         if not self.context.is_committed(last):  # a speculated reply the user never got
             self.history.drop_last_exchange()
             self._reply_turn = None
-        elif self.context.playback.is_playing(last):
+        elif self.context.speaker.paused or self.context.playback.is_playing(last):
+            # Paused: speech held the voice mid-reply and now interrupts it; a browser has
+            # meanwhile played all it was sent, so the reply no longer looks like playing.
             self.history.cut_last_reply(self.context.playback.heard_text(last)[0])
             self._reply_turn = None
