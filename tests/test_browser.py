@@ -1,8 +1,8 @@
 """End to end in a real browser: Debian chromium with a WAV file as its microphone.
 
 Playwright drives the system chromium (never ``playwright install``); the fake audio device
-plays a spoken question, the page streams it to the server over ``/ws`` and plays what
-comes back. Screenshots go to ``test-artifacts/``.
+plays a spoken question (or two, the second barging in on the reply), the page streams it to
+the server over ``/ws`` and plays what comes back. Screenshots go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from serving import running_server, speech_graph
-from speech_audio import wer
+from speech_audio import conversation, wer, write_wav
 
 from flowvoice.graph.spec import load_graph
 from flowvoice.server import create_app, prewarm
@@ -191,4 +191,95 @@ def test_spoken_conversation_in_the_browser(browser_for, tmp_path: Path) -> None
     assert any("capital" in b.lower() for b in bubbles)
     assert seen["assistantTexts"][0] in bubbles[1]
     assert latency_rows >= 1
+    assert seen["errors"] == [] and page.problems == []
+
+
+# Barge-in with the fake microphone. The file is fixed, so the second question must start at
+# an offset that surely falls inside the reply: "Tell me a story about a dragon." gets a
+# three-sentence reply from gemma3-270m (greedy), 13 s of audio with piper slowed to
+# length_scale 2.2. Measured on this 2-core machine, from the end of the first question to
+# the reply's first audio in the page: 1.9-2.7 s idle, 4.3 s beside a full test run and a
+# load benchmark, 6.3 s with two CPU hogs (at length_scale 1.8). The second question starts
+# 9 s after the first ends: 2.7 s after the latest start seen, 4 s before the earliest end.
+STORY = "Tell me a story about a dragon."
+SECOND = "What is the capital of Germany?"
+BARGE_IN_GAP_S = 9.0
+SLOW_TTS = ["tts.params.length_scale=2.2"]
+
+# Both questions were heard and a second reply has played for a good second.
+SECOND_REPLY_PLAYED = """() => {
+  const fv = window.flowvoice;
+  const turns = Object.keys(fv.playedMs).map(Number);
+  return fv.userTurns.length >= 2 && turns.length >= 2
+    && fv.playedMs[Math.max(...turns)] > 1000;
+}"""
+
+
+def barge_in_timings(seen: dict, onset_s: float) -> dict:
+    """Page-side timings (ms, page clock) around the second question's onset at ``onset_s``
+    into the microphone file; the fake microphone starts its file when it is opened."""
+    onset = seen["micStartedAt"] + 1000 * onset_s
+    first_turn = min(seen["playedMs"], key=int, default=None)
+    log = seen["interruptLog"][:1]
+    return {
+        "story_audio_from_onset_ms": first_turn and seen["playStartedAt"][first_turn] - onset,
+        "story_audio_until_onset_ms": first_turn and seen["lastPlayedAt"][first_turn] - onset,
+        "story_played_ms": first_turn and seen["playedMs"][first_turn],
+        "onset_to_interrupt_ms": log and log[0]["at"] - onset,
+        "interrupt_to_flushed_ms": log and log[0]["silentAt"] - log[0]["at"],
+        "flushed_audio_ms": log and log[0]["droppedMs"],
+        "underruns": seen["underruns"],
+    }
+
+
+def test_barge_in_in_the_browser(browser_for, tmp_path: Path) -> None:
+    speech_graph()  # skips when the speech nodes are not installed
+    graph = load_graph(ROOT / "graphs" / "default.yaml", SLOW_TTS)
+    samples, bounds = conversation(
+        [STORY, SECOND], gap_s=BARGE_IN_GAP_S, sample_rate=48000, lead_s=1.0, tail_s=6.0
+    )
+    wav = tmp_path / "barge-in.wav"
+    write_wav(wav, samples, 48000)
+    with running_server(create_app(graph)) as server:
+        server.call(prewarm(graph), timeout=300)
+        page = open_page(browser_for(f"{wav}%noloop"), server.url + "/")
+        page.click("#start")
+        page.wait_for_function(SECOND_REPLY_PLAYED, timeout=120_000)
+        page.wait_for_timeout(1000)  # the interrupted reply must stay silent meanwhile
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-barge-in.png"))
+        seen = state(page)
+        questions = page.locator(".bubble.user").all_inner_texts()
+        replies = page.locator(".bubble.assistant").all_inner_texts()
+        cut_replies = page.locator(".bubble.assistant.interrupted").count()
+        ((session, _),) = server.voice.live.values()
+        history = list(session.nodes["llm"].history.messages)
+    timings = barge_in_timings(seen, bounds[1][0])
+    print(f"\nbarge-in timings: {timings}\npage state: {seen}\nhistory: {history}")
+
+    # The second question barged in on the story: the page got the interrupt and flushed.
+    assert len(seen["bargeIns"]) == 1, f"no barge-in; did the offset miss the reply? {timings}"
+    interrupted = str(seen["bargeIns"][0]["turn"])
+    first = seen["interruptLog"][0]
+    assert seen["interrupts"] >= 1 and first["turn"] > int(interrupted)
+    assert first["silentAt"] is not None and timings["interrupt_to_flushed_ms"] < 250
+    # Playback of the interrupted turn stopped for good: no audio of it after the interrupt,
+    # its played time did not grow after the flush, and it was cut short; the voice stopped
+    # soon after the second question began (the server holds it from the speech onset).
+    assert seen["staleAudioMessages"] == 0
+    played = seen["playedMs"][interrupted]
+    assert played == first["playedMs"][interrupted]
+    assert seen["lastPlayedAt"][interrupted] <= first["silentAt"]
+    assert 1000 < played < 12_000, "the story was heard in part"
+    assert 0 < timings["story_audio_until_onset_ms"] < 1500
+    # The page shows both questions and a reply to the second; the story is marked cut.
+    assert wer(STORY, seen["userTurns"][0]) <= 0.35
+    assert wer(SECOND, seen["userTurns"][-1]) <= 0.35, seen["userTurns"]
+    assert any("germany" in q.lower() for q in questions)
+    assert cut_replies == 1 and replies[-1].strip() and seen["assistantTexts"][-1].strip()
+    # The server's history keeps the story as far as it was heard, marked interrupted.
+    cut = next(m for m in history if m.role == "assistant" and m.interrupted)
+    story = seen["assistantTexts"][0].strip()
+    assert 0 < len(cut.content) < len(story), (cut, story)
+    assert story.startswith(cut.content.rstrip(".,!? "))
     assert seen["errors"] == [] and page.problems == []

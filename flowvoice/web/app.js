@@ -51,6 +51,17 @@ const fv = (window.flowvoice = {
   metrics: [],
   errors: [],
   reconnects: 0,
+  // Playback and barge-in, per connection (times are performance.now() ms):
+  micStartedAt: null, // the microphone was opened (a fake one starts its file then)
+  playedMs: {}, // turn -> ms of its audio played so far
+  playStartedAt: {}, // turn -> when its audio was first heard
+  lastPlayedAt: {}, // turn -> when its played time last grew
+  playing: false,
+  underruns: 0, // a reply ran dry mid-way (the jitter buffer then grows)
+  bargeIns: [], // the server's barge_in events
+  interrupts: 0,
+  interruptLog: [], // {turn, at, wasPlaying, droppedMs, silentAt, playedMs at the flush}
+  staleAudioMessages: 0, // audio of an interrupted turn that arrived after the interrupt
 });
 
 let audio = null; // {ctx, stream, playback}
@@ -106,6 +117,7 @@ async function openAudio() {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
+    fv.micStartedAt = performance.now();
     await ctx.audioWorklet.addModule("capture-worklet.js");
     await ctx.audioWorklet.addModule("playback-worklet.js");
     const capture = new AudioWorkletNode(ctx, "capture", { outputChannelCount: [1] });
@@ -141,10 +153,27 @@ function onMicFrame({ pcm, rms }) {
   }
 }
 
-function onPlayback({ playing, samples, turns }) {
+function onPlayback({ playing, samples, turns, underruns, flushed }) {
   if (!running) return; // a report still queued after Stop
+  const now = performance.now();
   fv.samplesPlayed = samples;
-  for (const [turn, ms] of turns) send({ type: "played", turn, ms: Math.round(ms) });
+  fv.underruns = underruns;
+  fv.playing = playing;
+  for (const [turn, ms] of turns) {
+    if (!(turn in fv.playStartedAt)) fv.playStartedAt[turn] = now;
+    fv.playedMs[turn] = ms;
+    fv.lastPlayedAt[turn] = now;
+    send({ type: "played", turn, ms: Math.round(ms) });
+  }
+  if (flushed) {
+    const entry = fv.interruptLog.find((e) => e.turn === flushed.beforeTurn && e.silentAt === null);
+    if (entry) {
+      entry.silentAt = now; // the flush took effect: the interrupted reply is silent
+      entry.wasPlaying = flushed.wasPlaying;
+      entry.droppedMs = flushed.droppedMs;
+      entry.playedMs = { ...fv.playedMs };
+    }
+  }
   if (playing) setState("speaking");
   else if (fv.state === "speaking") setState("listening");
 }
@@ -249,6 +278,7 @@ function onAudio(buffer) {
   const view = new DataView(buffer);
   const turn = view.getUint32(0, true);
   const rate = view.getUint32(4, true);
+  if (turn < flushedBefore) fv.staleAudioMessages++;
   if (turn < flushedBefore || !audio) return;
   fv.audioMessages++;
   const pcm = buffer.slice(HEADER_BYTES);
@@ -281,6 +311,9 @@ function onEvent(event) {
     case "interrupt":
       interrupt(event.turn);
       break;
+    case "barge_in":
+      fv.bargeIns.push({ turn: event.turn, at: performance.now() });
+      break;
     case "metrics":
       fv.metrics.push(event);
       showLatency(event.turn, event.latency_ms || {});
@@ -298,14 +331,22 @@ function onEvent(event) {
 }
 
 function interrupt(turn) {
+  fv.interrupts++;
+  fv.interruptLog.push({ turn, at: performance.now(), wasPlaying: fv.playing, droppedMs: 0, silentAt: null, playedMs: null });
   flushedBefore = Math.max(flushedBefore, turn);
   if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: turn });
+  // The server interrupts only while a reply is being spoken: the latest older one, whose
+  // text may have long been complete (its audio is paced to real time).
+  let cut = null;
   for (const [replyTurn, reply] of replies) {
-    if (replyTurn < turn && !reply.done) {
+    if (replyTurn >= turn) continue;
+    if (!reply.done) {
       reply.done = true;
-      reply.bubble.classList.add("interrupted");
+      reply.bubble.classList.remove("streaming");
     }
+    if (!cut || replyTurn > cut.turn) cut = { turn: replyTurn, reply };
   }
+  if (cut) cut.reply.bubble.classList.add("interrupted");
 }
 
 // -- conversation view -------------------------------------------------------------------
@@ -315,7 +356,10 @@ function newConversation() {
   flushedBefore = 0;
   pendingUser = null;
   replies.clear();
-  if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: Infinity });
+  fv.playedMs = {};
+  fv.playStartedAt = {};
+  fv.lastPlayedAt = {};
+  if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: Infinity, reset: true });
 }
 
 function setPartial(text) {
