@@ -113,8 +113,9 @@ def test_speculation_releases_a_matching_reply_sooner(tmp_path):
             {
                 **turn.params.model_dump(),
                 "speculate": speculate,
+                "min_wait_ms": 1200,  # one fixed wait, longer than transcription takes
                 "open_wait_ms": 1200,
-                "max_wait_ms": 1500,
+                "max_wait_ms": 1200,
             }
         )
         result = converse(scripted(graph, script))
@@ -122,8 +123,8 @@ def test_speculation_releases_a_matching_reply_sooner(tmp_path):
         latencies[speculate] = [t.latency_ms["first_audio_sent"] for t in result.turns]
         if speculate:
             assert {t.assistant.strip() for t in result.turns} != {""}
-    # Generous bound: every speculated turn is faster than the slowest plain one.
-    assert max(latencies[True]) < max(latencies[False]), latencies
+    # Generous bound: the speculated turns together are faster than the plain ones.
+    assert sum(latencies[True]) < sum(latencies[False]), latencies
 
 
 def test_a_changed_final_text_never_plays_the_speculated_reply(tmp_path):

@@ -116,6 +116,7 @@ class _TurnNode(Node):
         self._changed = anyio.Event()
         self._partial_words = 0
         self._barge_start: VADEvent | None = None  # speech that may interrupt the assistant
+        self._ignore_finals = 0  # finals of false alarms (backchannels) still to come
         self._speculation: tuple[int, str] | None = None  # (turn, text) held by the sinks
         self._ready_ms = 0.0  # measured end-of-speech -> first reply audio of speculations
         self._last_speculated: int | None = None
@@ -136,12 +137,16 @@ class _TurnNode(Node):
                 self._awaiting += 1
                 if self._barge_start is not None:  # too short to interrupt: a false alarm
                     self._barge_start = None
+                    self._ignore_finals += 1  # "hmm" must not become a user turn either
                     self.context.speaker.resume()
             else:
                 await self._speech_started(frame)
         elif isinstance(frame, Transcript):
             if not frame.final:
                 self._partial_words = len(frame.text.split())
+            elif self._ignore_finals:
+                self._ignore_finals -= 1
+                self._awaiting = max(0, self._awaiting - 1)
             else:
                 self._awaiting = max(0, self._awaiting - 1)
                 if frame.text.strip():
