@@ -90,12 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
-        "name", choices=["runtime", "e2e", "bargein", "pipecat"], help="which benchmark"
+        "name", choices=["runtime", "e2e", "bargein", "load", "pipecat"], help="which benchmark"
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
     bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
-    bench.add_argument("--plot", metavar="PNG", help="pipecat: also save bar charts (matplotlib)")
-    bench.add_argument("--graph", default="graphs/default.yaml", help="e2e: graph to measure")
+    bench.add_argument("--plot", metavar="PNG", help="pipecat, load: also save plots (matplotlib)")
+    bench.add_argument(
+        "--graph",
+        action="append",
+        help="graph to measure (e2e, bargein: graphs/default.yaml; load: default and light)",
+    )
+    bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
+    bench.add_argument("--json", help="load: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
@@ -217,13 +223,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_pipecat(
             markdown=args.markdown, frames=args.frames, repeats=args.repeats, plot_path=args.plot
         )
+    if args.name == "load":
+        from flowvoice.bench.load import main as bench_load
+
+        graphs = args.graph or ["graphs/default.yaml", "graphs/light.yaml"]
+        return bench_load(
+            graphs, args.sessions, args.questions, args.markdown, args.plot, args.json
+        )
+    graph = (args.graph or ["graphs/default.yaml"])[0]
     if args.name == "bargein":
         from flowvoice.bench.bargein import main as bench_bargein
 
-        return bench_bargein(args.graph, args.interruptions, args.questions, args.markdown)
+        return bench_bargein(graph, args.interruptions, args.questions, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(graph_path=args.graph, questions=args.questions, markdown=args.markdown)
+    return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)
 
 
 COMMANDS = {

@@ -1,0 +1,112 @@
+"""A ``flowvoice run GRAPH`` server in a subprocess on 127.0.0.1, for the load benchmark."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def psutil_module() -> Any:
+    """The psutil module, or a clear error naming the package."""
+    try:
+        import psutil
+    except ImportError:
+        raise RuntimeError(
+            "bench load reads the server's memory with psutil: pip install psutil"
+        ) from None
+    return psutil
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(port: int) -> bool:
+    """True when 127.0.0.1:``port`` answers ``GET /health`` with 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class ServerProcess:
+    """``python -m flowvoice run GRAPH --host 127.0.0.1 --port P``, output in ``log_path``."""
+
+    def __init__(self, graph: str | Path, log_path: Path):
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "flowvoice", "run", str(graph)]
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.ps = psutil_module().Process(self.proc.pid)
+
+    def wait_healthy(self, timeout: float) -> float:
+        """Poll /health until it answers; returns the seconds it took. RuntimeError (with the
+        server's output) when the process exits or ``timeout`` passes first."""
+        start = time.monotonic()
+        while not healthy(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"flowvoice run exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            if time.monotonic() - start > timeout:
+                raise RuntimeError(
+                    f"flowvoice run not healthy after {timeout:.0f} s:\n{self.tail()}"
+                )
+            time.sleep(0.2)
+        return time.monotonic() - start
+
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the server has used so far."""
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@contextmanager
+def running_server(
+    graph: str | Path, log_path: Path, start_timeout: float = 300
+) -> Iterator[ServerProcess]:
+    """A healthy server for the block, stopped when it ends."""
+    server = ServerProcess(graph, log_path)
+    try:
+        server.wait_healthy(start_timeout)
+        yield server
+    finally:
+        server.stop()
