@@ -6,18 +6,19 @@ each speak the e2e benchmark's espeak-ng questions in real time, listen to every
 end and ask the next one 1 s later. Session starts are spread evenly over ``stagger_s`` so
 the users are out of phase, as independent users are.
 
-Per N: questions answered, voice-to-voice p50 / p95 as the client hears it (end of the
-question audio sent -> first reply audio byte received; an unanswered question counts as
+Per N: questions answered, turns/s, voice-to-voice p50 / p95 as the client hears it (end of
+the question audio sent -> first reply audio byte received; an unanswered question counts as
 infinitely late) and as the server traces it (``metrics`` events), the p50 of each stage of
 the server's trace (where the time goes), the server's RSS idle and at its peak, and the CPU
-other processes took meanwhile. A sweep stops once p95 passes ``stop_above_ms`` (twice the
-2 s target).
+taken by the server, the clients and every other process. A sweep stops after the first
+point beyond one session whose p95 passes ``stop_above_ms`` (twice the 2 s target).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ from flowvoice.chat import ChatTurn
 from flowvoice.runtime.trace import STAGES
 
 #: Session counts swept per graph name when none are given.
-SWEEPS = {"default": (1, 2, 4, 6, 8), "light": (1, 4, 8, 12, 16, 20)}
+SWEEPS = {"default": (1, 2, 4, 6, 8), "light": (1, 2, 4, 6, 8, 12, 16, 20)}
 FALLBACK_SWEEP = (1, 2, 4, 8)
 #: The issue's goals: sessions with p95 voice-to-voice under the target, per graph name.
 GOALS = {"default": 4, "light": 16}
@@ -57,13 +58,9 @@ def spoken_questions(count: int, offset: int = 0) -> list[tuple[str, np.ndarray]
     return [(text, trim_silence(_spoken(text))) for text in texts]
 
 
-_SPOKEN: dict[str, np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=32)
 def _spoken(text: str) -> np.ndarray:
-    if text not in _SPOKEN:
-        _SPOKEN[text] = speak(text)
-    return _SPOKEN[text]
+    return speak(text)
 
 
 def trim_silence(samples: np.ndarray, floor: float = 0.02) -> np.ndarray:
@@ -74,8 +71,9 @@ def trim_silence(samples: np.ndarray, floor: float = 0.02) -> np.ndarray:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile, never interpolated (so an infinite value may be it)."""
-    return float(np.percentile(values, q, method="higher")) if len(values) else float("nan")
+    """The ``q``-th percentile by nearest rank (the smallest value with at least ``q`` % of
+    the values at or below it; never interpolated, so an infinite value may be it)."""
+    return float(np.percentile(values, q, method="inverted_cdf")) if len(values) else float("nan")
 
 
 @dataclass
@@ -275,6 +273,7 @@ def graph_name(path: str) -> str:
 HEADER = (
     "sessions",
     "answered",
+    "turns/s",
     "v2v p50 / p95 (client)",
     "v2v p50 / p95 (server)",
     *(stage for stage in STAGES[1:]),
@@ -293,6 +292,7 @@ def row(point: Point) -> list[str]:
     return [
         str(point.sessions),
         f"{len(point.answered)}/{point.sessions * point.questions}",
+        f"{len(point.answered) / point.seconds:.2f}" if point.seconds else "-",
         f"{_ms(percentile(client, 50))} / {_ms(percentile(client, 95))}",
         f"{_ms(percentile(server, 50))} / {_ms(percentile(server, 95))}",
         *(_ms(stages.get(stage, float("nan"))) for stage in STAGES[1:]),
