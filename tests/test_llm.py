@@ -66,6 +66,20 @@ async def test_answers_each_question_briefly_and_keeps_history():
     assert max(ttft) < 2000
 
 
+async def test_repeat_penalty_stops_a_runaway_reply():
+    # Whisper sometimes hears "legs" as "lands"; without a penalty gemma3-270m then answers
+    # "A dog has 1000000000..." with no sentence end until max_tokens.
+    async def reply(params: dict) -> str:
+        script = [("prompt", UserTurn(text="How many lands does a dog have?"))]
+        result = await run_node("llm.llamacpp", {"max_tokens": 48, **params}, script)
+        return replies(result.frames("text"))[0]
+
+    runaway, answer = await reply({"repeat_penalty": 1.0}), await reply({})
+    print(f"penalty 1.0: {runaway!r}; default: {answer!r}")
+    assert "0" * 20 in runaway
+    assert re.fullmatch(r"[^.!?]+[.!?]", answer.strip()) and "0" * 5 not in answer, answer
+
+
 async def test_interrupt_stops_generation_promptly_and_records_the_cut_reply():
     # chat style on this base model rambles until max_tokens: a long generation to cut
     params = {"prompt_style": "chat", "max_tokens": 120}

@@ -97,6 +97,14 @@ class LlamaCppParams(LLMParams):
     )
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     threads: int = Field(0, ge=0, le=64, description="CPU threads; 0 uses all cores up to 4.")
+    repeat_penalty: float = Field(
+        1.1,
+        ge=1.0,
+        le=2.0,
+        description="Divides the odds of tokens among the last 64 (1.0 = off); 1.1 stops "
+        "gemma3-270m's runaway digit strings ('A dog has 1000000000...') that run to "
+        "max_tokens without a sentence end.",
+    )
 
 
 @register("llm.llamacpp")
@@ -147,6 +155,7 @@ class LlamaCpp(StreamingLLM):
                     history.chat_messages(),
                     max_tokens=max_tokens,
                     temperature=p.temperature,
+                    repeat_penalty=p.repeat_penalty,
                     stream=True,
                 )
             else:
@@ -154,6 +163,7 @@ class LlamaCpp(StreamingLLM):
                     history.completion_prompt(),
                     max_tokens=max_tokens,
                     temperature=p.temperature,
+                    repeat_penalty=p.repeat_penalty,
                     stop=history.completion_stop(),
                     stream=True,
                 )
