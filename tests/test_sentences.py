@@ -58,6 +58,29 @@ def test_first_clause_early_only_for_the_first_sentence():
     assert tail == "End"
 
 
+def test_long_text_without_a_sentence_end_is_emitted_in_pieces_at_spaces():
+    text = "a dog has ten legs and four tails and a very long name " * 3
+    pieces, tail = split_streaming(text, max_chars=40)
+    assert len(pieces) >= 3 and all(len(p) <= 40 for p in pieces), pieces
+    assert " ".join([*pieces, tail]).split() == text.split()  # whole words, none lost
+    assert all(not p.endswith(" ") and not p.startswith(" ") for p in pieces)
+
+
+def test_one_word_longer_than_max_chars_is_cut_hard():
+    pieces, tail = split_streaming("A dog has " + "0" * 50, max_chars=20)
+    assert pieces == ["A dog has", "0" * 20, "0" * 20]
+    assert tail == "0" * 10
+
+
+def test_a_sentence_end_comes_before_max_chars():
+    pieces, tail = split_streaming("Short one. " + "word " * 20, max_chars=30)
+    assert pieces[0] == "Short one." and all(p.startswith("word") for p in pieces[1:])
+    assert split_streaming("Exactly thirty characters, ok.", max_chars=30) == (
+        [],
+        "Exactly thirty characters, ok.",
+    )
+
+
 def test_flush_resets_for_the_next_reply():
     splitter = SentenceSplitter(first_clause_words=2)
     splitter.feed("one two,")
@@ -78,18 +101,31 @@ class Deltas(Node):
         await self.emit("text", TextDelta(text="", final=True))
 
 
-def test_node_flushes_tail_as_final_sentence_and_marks_trace():
+def split_by_node(params: str) -> tuple[Session, list[tuple[str, bool]]]:
+    """Run t.deltas -> text.sentences with ``params`` (YAML); the sentences and final flags."""
     graph = load_graph(
         "s.yaml",
-        text="nodes:\n  d: {type: t.deltas}\n  s: {type: text.sentences}\n"
+        text=f"nodes:\n  d: {{type: t.deltas}}\n  s: {{type: text.sentences, params: {params}}}\n"
         "  c: {type: test.collect}\nedges:\n  - d.text -> s.text\n  - s.sentence -> c.frames\n",
     )
     session = Session(graph)
     anyio.run(session.run)
     frames = session.nodes["c"].frames
     assert all(isinstance(f, Sentence) for f in frames)
-    assert [(f.text, f.final) for f in frames] == [
-        ("Sure.", False),
-        ("The answer is 42.5 today, I think", True),
-    ]
+    return session, [(f.text, f.final) for f in frames]
+
+
+def test_node_flushes_tail_as_final_sentence_and_marks_trace():
+    session, sentences = split_by_node("{}")
+    assert sentences == [("Sure.", False), ("The answer is 42.5 today, I think", True)]
     assert "first_sentence" in session.tracer.turns[0].marks
+
+
+def test_node_max_chars_param():
+    _, sentences = split_by_node("{max_chars: 16}")
+    assert sentences == [
+        ("Sure.", False),
+        ("The answer is", False),
+        ("42.5 today, I", False),
+        ("think", True),
+    ]

@@ -40,14 +40,16 @@ ABBREVIATIONS = frozenset(
 # brackets, then whitespace. The whitespace is required so "3.5" and "e.g." mid-token wait.
 _END = re.compile(r"([.!?]+)([\"')\]]*)\s+")
 _CLAUSE = re.compile(r"[,;:\u2014]\s+|\s[-\u2013]\s")
+_LAST_SPACE = re.compile(r"\S\s+(\S*)$")  # group 1: the (maybe unfinished) last word
 
 
 class SentenceSplitter:
     """Incremental splitter: ``feed`` text, get back the sentences completed so far."""
 
-    def __init__(self, first_clause_words: int = 0, min_chars: int = 2):
+    def __init__(self, first_clause_words: int = 0, min_chars: int = 2, max_chars: int = 200):
         self.first_clause_words = first_clause_words
         self.min_chars = min_chars
+        self.max_chars = max_chars
         self._buffer = ""
         self._emitted = 0
 
@@ -74,6 +76,11 @@ class SentenceSplitter:
                 clause = self._buffer[: match.start() + 1].strip()
                 if len(clause.split()) >= self.first_clause_words:
                     return self._take(match.end(), clause)
+        if len(self._buffer) > self.max_chars:  # no end in sight: speak what there is
+            head = self._buffer[: self.max_chars + 1]
+            space = _LAST_SPACE.search(head.lstrip())  # a space after the first word
+            cut = len(head) - len(space.group(1)) if space else self.max_chars
+            return self._take(cut, self._buffer[:cut].strip())
         return None
 
     def _take(self, cut: int, sentence: str) -> str:
@@ -100,15 +107,23 @@ class SentencesParams(NodeParams):
         "has this many words, so TTS starts sooner; 0 waits for the full first sentence.",
     )
     min_chars: int = Field(2, ge=1, description="Shortest text that counts as a sentence.")
+    max_chars: int = Field(
+        200,
+        ge=10,
+        description="Longest text held without a sentence end: past it the text up to the "
+        "last space (or this many characters of one long word) is emitted as a piece.",
+    )
 
 
 @register("text.sentences")
 class Sentences(Node):
     """Splits streamed reply text into sentences, emitting each as soon as it ends.
 
-    Handles abbreviations (Dr., e.g.), decimals (3.5), initials and ellipses; flushes the tail
-    when the reply ends, marking the last sentence ``final`` (an empty final sentence when
-    nothing is left, so downstream nodes always see the end of a reply).
+    Handles abbreviations (Dr., e.g.), decimals (3.5), initials and ellipses; text that runs
+    past ``max_chars`` without a sentence end is emitted in pieces broken at a space, so a
+    rambling reply is spoken as it streams. Flushes the tail when the reply ends, marking the
+    last sentence ``final`` (an empty final sentence when nothing is left, so downstream
+    nodes always see the end of a reply).
     """
 
     inputs = {"text": Port(TextDelta)}
@@ -119,7 +134,8 @@ class Sentences(Node):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.splitter = SentenceSplitter(self.params.first_clause_words, self.params.min_chars)
+        p = self.params
+        self.splitter = SentenceSplitter(p.first_clause_words, p.min_chars, p.max_chars)
 
     async def process(self, port: str, frame: Frame) -> None:
         assert isinstance(frame, TextDelta)
