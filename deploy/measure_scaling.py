@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from reliability import (  # noqa: E402
     ECHO_YAML,
     EchoClient,
-    FlowvoiceProcess,
     clients,
     flowvoice_processes,
     marked_frame,
@@ -41,10 +40,12 @@ from reliability import (  # noqa: E402
 )
 from websockets.sync.client import connect  # noqa: E402
 
+from flowvoice.bench.server_process import ServerProcess  # noqa: E402
+
 
 def replica_memory(graph: Path, sessions: int, tmp: Path) -> tuple[float, float]:
     """(RSS of an idle replica in MB, MB per added idle session)."""
-    proc = FlowvoiceProcess(graph, tmp / f"{graph.stem}.log")
+    proc = ServerProcess(graph, tmp / f"{graph.stem}.log")
     try:
         proc.wait_healthy(timeout=300)
         time.sleep(1)
@@ -102,7 +103,13 @@ def failover(tmp: Path) -> tuple[float, float, float]:
         return ended * 1000, first * 1000, later * 1000
 
 
+def exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM ends the script like Ctrl-C does: the ``with`` blocks stop every server."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speech", action="store_true", help="also the speech graphs")
     parser.add_argument("--repeats", type=int, default=3, help="failover runs")

@@ -12,10 +12,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +29,7 @@ import yaml
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from flowvoice.bench.server_process import ServerProcess, free_port, healthy
 from flowvoice.graph.spec import LoadedGraph, load_graph
 from flowvoice.transport import decode_audio
 
@@ -61,13 +60,6 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> float
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
     return time.monotonic() - start
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- graphs ---------------------------------------------------------------------------------
@@ -266,70 +258,15 @@ def usage(pid: int | None = None) -> Usage:
 # -- flowvoice processes ------------------------------------------------------------------------
 
 
-class FlowvoiceProcess:
-    """``python -m flowvoice [-v] run GRAPH --port P`` on 127.0.0.1, output in ``log_path``."""
-
-    def __init__(
-        self,
-        graph: Path,
-        log_path: Path,
-        env: dict[str, str] | None = None,
-        verbose: bool = False,
-    ):
-        self.port = free_port()
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "flowvoice", *(["-v"] if verbose else []), "run"]
-        self.proc = subprocess.Popen(
-            [*command, str(graph), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-        )
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Poll /health until it answers; fail with the process output if it dies or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"flowvoice exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if http_get(self.port, "/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"flowvoice did not answer /health within {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self, sig: int = signal.SIGKILL, timeout: float = 15) -> int:
-        """Send ``sig`` and wait for the process to end; returns its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-        self._log.close()
-
-
 @contextmanager
 def flowvoice_processes(
     count: int, tmp_path: Path, graph: Path = ECHO_YAML, env: dict[str, str] | None = None
-) -> Iterator[list[FlowvoiceProcess]]:
+) -> Iterator[list[ServerProcess]]:
     """``count`` flowvoice servers started side by side, healthy, stopped when the block ends."""
-    procs: list[FlowvoiceProcess] = []
+    procs: list[ServerProcess] = []
     try:
         for i in range(count):
-            procs.append(FlowvoiceProcess(graph, tmp_path / f"flowvoice-{i}.log", env))
+            procs.append(ServerProcess(graph, tmp_path / f"flowvoice-{i}.log", env))
         for proc in procs:
             proc.wait_healthy()
         yield procs
@@ -386,13 +323,6 @@ class Proxy:
         return (self.prefix / "error.log").read_text(errors="replace")
 
 
-def _answers_health(port: int) -> bool:
-    try:
-        return http_get(port, "/health")[0] == 200
-    except OSError:
-        return False
-
-
 @contextmanager
 def nginx_proxy(replicas: list[int], tmp_path: Path) -> Iterator[Proxy]:
     """nginx in the foreground (``daemon off``) with its own prefix, stopped at the end."""
@@ -412,7 +342,7 @@ def nginx_proxy(replicas: list[int], tmp_path: Path) -> Iterator[Proxy]:
         )
     proxy = Proxy(port, prefix)
     try:
-        wait_until(lambda: _answers_health(port) or proc.poll() is not None, 10, "nginx to listen")
+        wait_until(lambda: healthy(port) or proc.poll() is not None, 10, "nginx to listen")
         assert proc.poll() is None, f"nginx exited:\n{proxy.error_log()}"
         yield proxy
     finally:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from reliability import (
     NGINX,
     NGINX_CONF,
     ROOT,
-    FlowvoiceProcess,
     Proxy,
     clients,
     flowvoice_processes,
@@ -31,6 +33,8 @@ from reliability import (
     scrape,
     wait_until,
 )
+
+from flowvoice.bench.server_process import ServerProcess
 
 COMPOSE_SCALE = ROOT / "deploy" / "compose.scale.yml"
 TOKEN = "scale-out-secret-7f3a"
@@ -46,7 +50,7 @@ def url(proxy: Proxy) -> str:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[tuple[list[FlowvoiceProcess], Proxy]]:
+def deployment(tmp_path: Path) -> Iterator[tuple[list[ServerProcess], Proxy]]:
     """Two echo-graph replicas requiring a token, behind nginx."""
     with (
         flowvoice_processes(2, tmp_path, env={"FLOWVOICE_TOKEN": TOKEN}) as replicas,
@@ -55,7 +59,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[list[FlowvoiceProcess], Proxy]]
         yield replicas, proxy
 
 
-def active(replicas: list[FlowvoiceProcess]) -> list[float]:
+def active(replicas: list[ServerProcess]) -> list[float]:
     return [scrape(r.port, "sessions_active") for r in replicas]
 
 
@@ -137,6 +141,30 @@ def test_proxy_passes_host_and_origin_and_hides_metrics(deployment) -> None:
     sock, status = raw_websocket(proxy.port, "/ws?token=wrong", {"Host": site})
     sock.close()
     assert status == 403
+
+
+def test_measure_scaling_stops_its_servers_on_sigterm() -> None:
+    script = subprocess.Popen(
+        [sys.executable, str(ROOT / "deploy" / "measure_scaling.py"), "--echoes", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    servers: list[psutil.Process] = []
+    try:
+        children = psutil.Process(script.pid).children
+        wait_until(lambda: children(recursive=True), 30, "measure_scaling.py to start a server")
+        time.sleep(1)  # well into its first measurement
+        servers = children(recursive=True)
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(30) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(servers, timeout=5)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    finally:
+        script.kill()
+        script.wait(10)
+        for server in servers:
+            if server.is_running():
+                server.kill()
 
 
 def test_compose_scale_override_resolves() -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from reliability import (
     ECHO_YAML,
-    FlowvoiceProcess,
     clients,
     http_get,
     raw_websocket,
@@ -27,6 +26,7 @@ from reliability import (
 from serving import RunningServer, running_server
 from websockets.exceptions import ConnectionClosed
 
+from flowvoice.bench.server_process import ServerProcess
 from flowvoice.graph.spec import load_graph
 from flowvoice.server import WS_MAX_SIZE, create_app
 
@@ -123,11 +123,11 @@ def test_oversize_text_and_fragmented_messages_close_only_their_connection(
     wait_until(lambda: not guarded.voice.live, 10, "sessions to end")
 
 
-def run_with_token(tmp_path: Path) -> FlowvoiceProcess:
+def run_with_token(tmp_path: Path) -> ServerProcess:
     """`flowvoice -v run` (debug logging) with TOKEN from the environment, used for a while:
     refused and accepted handshakes, static files and metrics, then stopped."""
     env = {"FLOWVOICE_TOKEN": TOKEN}
-    proc = FlowvoiceProcess(ECHO_YAML, tmp_path / "flowvoice.log", env, verbose=True)
+    proc = ServerProcess(ECHO_YAML, tmp_path / "flowvoice.log", env, verbose=True)
     try:
         proc.wait_healthy()
         url = f"ws://127.0.0.1:{proc.port}/ws"
@@ -157,7 +157,7 @@ def test_token_never_reaches_the_log(tmp_path: Path) -> None:
 
 
 def test_token_not_printed_when_output_is_a_log(tmp_path: Path) -> None:
-    proc = FlowvoiceProcess(ECHO_YAML, tmp_path / "flowvoice.log", {"FLOWVOICE_TOKEN": TOKEN})
+    proc = ServerProcess(ECHO_YAML, tmp_path / "flowvoice.log", {"FLOWVOICE_TOKEN": TOKEN})
     try:
         proc.wait_healthy()
     finally:

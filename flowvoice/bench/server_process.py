@@ -1,8 +1,9 @@
-"""A ``flowvoice run GRAPH`` server in a subprocess on 127.0.0.1, for the load benchmark."""
+"""A ``flowvoice run GRAPH`` server in a subprocess on 127.0.0.1 (load benchmark, tests)."""
 
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -45,22 +46,30 @@ def healthy(port: int) -> bool:
 
 
 class ServerProcess:
-    """``python -m flowvoice run GRAPH --host 127.0.0.1 --port P``, output in ``log_path``."""
+    """``python -m flowvoice [-v] run GRAPH --host 127.0.0.1 --port P``, output in
+    ``log_path``; ``env`` is added to this process's environment."""
 
-    def __init__(self, graph: str | Path, log_path: Path):
+    def __init__(
+        self,
+        graph: str | Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        verbose: bool = False,
+    ):
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.log_path = log_path
-        command = [sys.executable, "-m", "flowvoice", "run", str(graph)]
+        command = [sys.executable, "-m", "flowvoice", *(["-v"] if verbose else []), "run"]
         with log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                [*command, str(graph), "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         self.ps = psutil_module().Process(self.proc.pid)
 
-    def wait_healthy(self, timeout: float) -> float:
+    def wait_healthy(self, timeout: float = 30) -> float:
         """Poll /health until it answers; returns the seconds it took. RuntimeError (with the
         server's output) when the process exits or ``timeout`` passes first."""
         start = time.monotonic()
@@ -84,19 +93,26 @@ class ServerProcess:
         times = self.ps.cpu_times()
         return times.user + times.system
 
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+    def output(self) -> str:
+        """Everything the server has printed so far."""
+        return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 15) -> int:
+        """Send ``sig`` (SIGKILL after ``timeout`` if it is still running); the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
-            self.proc.wait(timeout)
+            return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(5)
+            return self.proc.wait(5)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL if it has not exited within 15 s."""
+        self.kill(signal.SIGTERM)
 
 
 @contextmanager
