@@ -8,7 +8,7 @@ import time
 
 import anyio
 import pytest
-from harness import run_node
+from harness import run_graph, run_node
 
 from flowvoice.frames import TextDelta, UserTurn
 from flowvoice.node import NodeSetupError
@@ -114,6 +114,70 @@ async def test_interrupt_stops_generation_promptly_and_records_the_cut_reply():
     assert cut.rendered.endswith("...")
     assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
     assert threading.active_count() <= threads_before + 1  # the anyio worker may idle
+
+
+async def test_sessions_sharing_the_model_evaluate_only_their_new_message(monkeypatch):
+    from llama_cpp import Llama
+
+    evals: list[tuple[int, int]] = []  # (monotonic ns, tokens) per real eval call
+    original = Llama.eval
+
+    def counting_eval(self, tokens):
+        evals.append((time.monotonic_ns(), len(tokens)))
+        return original(self, tokens)
+
+    monkeypatch.setattr(Llama, "eval", counting_eval)
+    asked: list[int] = []
+
+    async def mark(_context) -> None:
+        asked.append(time.monotonic_ns())
+
+    script = [
+        ("a.prompt", UserTurn(text="What is the capital of France?")),
+        3.0,
+        ("b.prompt", UserTurn(text="Can you name a big animal?")),  # b takes the context over
+        3.0,
+        mark,
+        ("a.prompt", UserTurn(text="What color is the sky?")),
+        3.0,
+    ]
+    nodes = {"a": ("llm.llamacpp", {}), "b": ("llm.llamacpp", {})}
+    result = await run_graph(nodes, [], script, ["a.prompt", "b.prompt"], timeout=90)
+    answers = replies(result.frames("a.text"))
+    assert len(answers) == 2 and "blue" in answers[1].lower(), answers
+    first_eval = next(n for t, n in evals if t > asked[0])
+    llama = result.session.nodes["a"]._model.llama
+    message = len(llama.tokenize(b"\nUser: What color is the sky?\nAssistant:", add_bos=False))
+    print(f"a's second turn evaluated {first_eval} prompt tokens (its new message: {message})")
+    assert first_eval <= message + 2  # not a's first exchange again
+
+
+def test_saved_memory_restores_a_conversation_exactly():
+    import llama_cpp
+    import numpy as np
+
+    from flowvoice.nodes.llama_memory import SavedMemory
+
+    llama = llama_cpp.Llama(str(resolve_gguf("gemma3-270m")), n_ctx=512, verbose=False)
+    mine = llama.tokenize(b"User: What is the capital of France?\nAssistant: Paris.\nUser:")
+    other = llama.tokenize(b"Something else entirely, and longer. " * 12)
+    more = llama.tokenize(b" And of Spain?\nAssistant:", add_bos=False)
+
+    def next_logits(tokens: list[int]) -> np.ndarray:
+        llama.eval(tokens)
+        row = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(llama.n_vocab(),)).copy()
+
+    llama.eval(mine[:-1])
+    expected = next_logits(mine[-1:] + more)  # the conversation never left the context
+    llama.reset()
+    llama.eval(mine)
+    saved = SavedMemory(llama)
+    llama.reset()
+    llama.eval(other)  # another session's turn
+    saved.restore(llama)
+    assert llama.n_tokens == len(mine) - 1
+    assert np.array_equal(next_logits(mine[-1:] + more), expected)
 
 
 async def test_unknown_model_is_a_clear_error_fast():

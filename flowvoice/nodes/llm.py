@@ -5,8 +5,10 @@ once into the cache directory). It is a base model without a chat template, so
 ``prompt_style: auto`` uses a few-shot transcript completion prompt for it and chat
 completion for GGUFs that carry a chat template.
 
-Generation runs in a worker thread holding the model's lock (sessions share the model);
-tokens are pushed to the event loop as they come. Interrupting the turn cancels the node's
+Generation runs in a worker thread holding the model's lock (sessions share the model and
+its context; each session puts its conversation's saved memory back first, so only its new
+message is evaluated: :mod:`flowvoice.nodes.llama_memory`); tokens are pushed to the event
+loop as they come. Interrupting the turn cancels the node's
 dispatch, which stops generation at the next token and waits for the thread to return.
 History and reply bookkeeping come from :class:`~flowvoice.nodes.llm_base.StreamingLLM`.
 """
@@ -27,6 +29,7 @@ from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.chat_history import ChatHistory
+from flowvoice.nodes.llama_memory import SavedMemory
 from flowvoice.nodes.llm_base import Emit, LLMParams, StreamingLLM
 from flowvoice.runtime.threads import stream_from_thread
 
@@ -118,6 +121,7 @@ class LlamaCpp(StreamingLLM):
 
     Params = LlamaCppParams
     params: LlamaCppParams
+    _memory: SavedMemory | None = None  # this conversation's tokens in the shared context
 
     async def setup(self) -> None:
         p = self.params
@@ -150,6 +154,8 @@ class LlamaCpp(StreamingLLM):
         """Blocking: stream the reply to ``history``'s last user message into ``push``."""
         llama, p = self._model.llama, self.params
         with self._model.lock:
+            if self._memory is not None:
+                self._memory.restore(llama)
             if self.style == "chat":
                 stream: Any = llama.create_chat_completion(
                     history.chat_messages(),
@@ -177,6 +183,7 @@ class LlamaCpp(StreamingLLM):
                         push(text)
             finally:
                 stream.close()
+                self._memory = SavedMemory(llama)
 
     async def generate(self, emit: Emit) -> None:
         await stream_from_thread(
