@@ -38,18 +38,25 @@ class AudioFrame(Frame):
 
 @dataclass(slots=True, kw_only=True)
 class VADEvent(Frame):
-    """Speech start or end; ``stream_s`` is the position in the input audio stream."""
+    """Speech ``start`` / ``end``, and in between ``pause`` (the first silence after speech
+    that may end it) and ``resume`` (speech went on after a pause); ``stream_s`` is the
+    position in the input audio stream (for a pause, where the speech stopped)."""
 
-    kind: Literal["start", "end"]
+    kind: Literal["start", "pause", "resume", "end"]
     stream_s: float = 0.0
 
 
 @dataclass(slots=True, kw_only=True)
 class Transcript(Frame):
-    """Text recognised so far in the current utterance; ``final`` at speech end."""
+    """Text recognised so far in the current utterance; ``final`` at speech end.
+
+    A ``stable`` partial is the transcription of the speech up to a pause: the final
+    transcript will be the same unless the user speaks on.
+    """
 
     text: str
     final: bool = False
+    stable: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import pytest
 from harness import audio_steps, run_graph, run_node
 from speech_audio import conversation, wer
@@ -135,3 +137,59 @@ async def test_real_speech_one_turn_per_question_and_no_commit_at_a_pause_after_
         latency = result.session.tracer.turns[turn.turn].latencies_ms()
         assert set(latency) >= {"final_transcript", "turn_committed"}
         print(f"turn {turn.turn}: {latency}")
+
+
+async def test_a_final_that_overtakes_its_speech_end_still_commits_one_turn():
+    # The STT may have the final ready at the pause and emit it the moment it sees the end,
+    # so on the turn node's other input it can arrive before that same end event.
+    script = [
+        ("vad", VADEvent(kind="start")),
+        ("vad", VADEvent(kind="pause")),
+        ("transcript", Transcript(text="What time is it?", final=True)),
+        0.05,
+        ("vad", VADEvent(kind="end")),
+        0.6,
+        *utterance("And the date?", 0.05),
+        0.6,
+    ]
+    result = await run_node("turn.dynamic", {"min_wait_ms": 300}, script)
+    assert [t.text for t in result.frames("user_turn")] == ["What time is it?", "And the date?"]
+
+
+def paused_utterance(stable: str, final: str | None, resume: bool = False):
+    """Speech that pauses (the STT's stable transcript comes 0.1 s later), then maybe resumes,
+    then ends with ``final``."""
+    yield "vad", VADEvent(kind="start")
+    yield "vad", VADEvent(kind="pause")
+    yield 0.1
+    yield "transcript", Transcript(text=stable, stable=True)
+    yield 0.2
+    if resume:
+        yield "vad", VADEvent(kind="resume")
+        yield 0.3
+    yield "vad", VADEvent(kind="end")
+    yield 0.05
+    yield "transcript", Transcript(text=final if final is not None else stable, final=True)
+
+
+async def test_speculation_starts_at_the_pause_and_commits_without_a_second_reply():
+    script = chain(paused_utterance("What time is it?", None), [1.0])  # frames made on time
+    result = await run_node("turn.dynamic", {"speculate": True, "min_wait_ms": 300}, script)
+    (turn,) = result.received["user_turn"]
+    assert turn.frame.text == "What time is it?"
+    traces = result.session.tracer.turns
+    speech_end = traces[turn.frame.turn].marks["speech_end"]
+    assert turn.t_ns < speech_end, "speculated at the pause, before the speech ended"
+    assert result.session.turn == turn.frame.turn == 1
+    assert result.events_of("user_turn") == [
+        {"type": "user_turn", "turn": 1, "text": turn.frame.text}
+    ]
+
+
+async def test_speculation_on_a_pause_is_cancelled_when_the_speech_resumes():
+    script = [*paused_utterance("Tell me about", "Tell me about Paris.", resume=True), 1.0]
+    result = await run_node("turn.dynamic", {"speculate": True, "min_wait_ms": 300}, script)
+    speculated, committed = result.frames("user_turn")
+    assert speculated.text == "Tell me about" and committed.text == "Tell me about Paris."
+    assert committed.turn > speculated.turn + 1  # the speculation was cancelled, then a new turn
+    assert [e["text"] for e in result.events_of("user_turn")] == ["Tell me about Paris."]

@@ -25,9 +25,26 @@ async def detect(node_type: str, samples: np.ndarray, rate: int, frame_ms: float
 
 
 def segments(events: list[VADEvent]) -> list[tuple[float, float]]:
-    kinds = [e.kind for e in events]
-    assert kinds == ["start", "end"] * (len(events) // 2), kinds
-    return [(s.stream_s, e.stream_s) for s, e in zip(events[::2], events[1::2], strict=True)]
+    """(start, end) of each segment, after checking the event grammar: start, then pause and
+    resume alternating, then end; an end right after a pause is where the pause was."""
+    found, start, paused = [], None, None
+    for event in events:
+        if event.kind == "start":
+            assert start is None, events
+            start = event
+        elif event.kind == "pause":
+            assert start is not None and paused is None, events
+            paused = event
+        elif event.kind == "resume":
+            assert paused is not None and event.stream_s > paused.stream_s, events
+            paused = None
+        else:
+            assert start is not None, events
+            assert paused is None or paused.stream_s == event.stream_s, events
+            found.append((start.stream_s, event.stream_s))
+            start = paused = None
+    assert start is None, events
+    return found
 
 
 def assert_bounds(found: list[tuple[float, float]], truth: list[tuple[float, float]]) -> None:
@@ -63,7 +80,7 @@ async def test_event_time_is_the_frame_of_the_last_speech():
             frames.append(frame)
             yield "audio", frame
 
-    result = await run_node("vad.silero", {"min_silence_ms": 500}, script())
+    result = await run_node("vad.silero", {"min_silence_ms": 500, "pause_ms": 0}, script())
     start, end = result.frames("events")
     assert start.t_ns == frames[int(start.stream_s * 16000) // 320].t_ns
     assert end.t_ns == frames[(int(end.stream_s * 16000) - 1) // 320].t_ns
@@ -82,3 +99,24 @@ async def test_stream_ending_in_speech_ends_the_segment():
     events, _ = await detect("vad.webrtc", samples, 16000)
     assert [e.kind for e in events] == ["start", "end"]
     assert abs(events[1].stream_s - truth[0][1]) <= TOLERANCE_S
+
+
+@pytest.mark.parametrize("node_type", ["vad.silero", "vad.webrtc"])
+async def test_pause_comes_soon_after_the_speech_and_resume_when_it_goes_on(node_type):
+    samples, truth = conversation(["Please turn on the lights", "in the kitchen."], gap_s=0.3)
+    events, _ = await detect(node_type, samples, 16000, min_silence_ms=600, pause_ms=64)
+    assert_bounds(segments(events), [(truth[0][0], truth[1][1])])
+    kinds = [e.kind for e in events]
+    assert kinds[:2] == ["start", "pause"] and kinds[-2:] == ["pause", "end"], kinds
+    assert "resume" in kinds, kinds  # the 0.3 s gap paused the speech, which went on
+    first_pause = events[1]
+    assert abs(first_pause.stream_s - truth[0][1]) <= TOLERANCE_S, (events, truth)
+    # decided a few windows into the silence, long before the end would be
+    pause_seen = events[2].stream_s if kinds[2] == "resume" else None
+    assert pause_seen is not None and pause_seen - first_pause.stream_s >= 0.064, events
+
+
+async def test_no_pause_events_when_disabled():
+    samples, _ = conversation(["Please turn on the lights", "in the kitchen."], gap_s=0.3)
+    events, _ = await detect("vad.silero", samples, 16000, min_silence_ms=600, pause_ms=0)
+    assert [e.kind for e in events] == ["start", "end"]

@@ -14,11 +14,13 @@ and makes the sink tell the listener to flush. Shorter speech (a cough, "mm-hm")
 voice where it paused. The browser's echo cancellation keeps the assistant's own voice out of
 the microphone; the minimum speech time is the server-side guard against what leaks through.
 
-Speculation (``speculate: true``): as soon as the final transcript is in, a speculative turn
-starts the reply while the silence wait runs; sinks hold its output. If the user stays
-silent the turn commits and the held reply goes out at once; if they speak on, it is
-cancelled (and the LLM forgets it). The wait is then stretched to the measured time the
-reply needs, since waiting that long costs nothing and gives the user more time to go on.
+Speculation (``speculate: true``): as soon as the speech pauses and the STT's ``stable``
+transcript of it is in (or, failing that, the final transcript), a speculative turn starts
+the reply while the silence wait runs; sinks hold its output. If the user stays silent and
+the final transcript matches, the turn commits and the held reply goes out at once; if they
+speak on or the text changes, it is cancelled (and the LLM forgets it). The wait is then
+stretched to the measured time the reply needs, since waiting that long costs nothing and
+gives the user more time to go on.
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ class ConversationParams(NodeParams):
     )
     speculate: bool = Field(
         False,
-        description="Start the reply on the final transcript while the silence wait runs; "
-        "release it when the turn commits, cancel it if the user speaks on.",
+        description="Start the reply on the transcript of the pause while the silence wait "
+        "runs; release it when the turn commits, cancel it if the user speaks on.",
     )
 
 
@@ -110,7 +112,10 @@ class _TurnNode(Node):
         super().__init__(*args, **kwargs)
         self._texts: list[str] = []
         self._speaking = False
+        self._paused = False  # speaking, but the VAD reported a pause
+        self._stable: str | None = None  # the STT's transcript of the current pause
         self._awaiting = 0  # speech ends whose final transcript has not arrived yet
+        self._early_finals: list[Transcript] = []  # finals that arrived before their speech end
         self._end: VADEvent | None = None
         self._final: Transcript | None = None
         self._changed = anyio.Event()
@@ -131,34 +136,57 @@ class _TurnNode(Node):
 
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, VADEvent):
-            self._speaking = frame.kind == "start"
-            if frame.kind == "end":
-                self._end = frame
-                self._awaiting += 1
-                if self._barge_start is not None:  # too short to interrupt: a false alarm
-                    self._barge_start = None
-                    self._ignore_finals += 1  # "hmm" must not become a user turn either
-                    self.context.speaker.resume()
-            else:
+            self._paused, self._stable = frame.kind == "pause", None
+            if frame.kind == "resume":
+                await self._cancel_speculation()
+            elif frame.kind == "end":
+                self._speech_ended(frame)
+            elif frame.kind == "start":
+                self._speaking = True
                 await self._speech_started(frame)
         elif isinstance(frame, Transcript):
             if not frame.final:
                 self._partial_words = len(frame.text.split())
-            elif self._ignore_finals:
-                self._ignore_finals -= 1
-                self._awaiting = max(0, self._awaiting - 1)
-            else:
-                self._awaiting = max(0, self._awaiting - 1)
-                if frame.text.strip():
-                    self._texts.append(frame.text.strip())
-                self._final = frame
+                if frame.stable and self._paused:
+                    self._stable = frame.text.strip()
+            elif self._awaiting:
+                self._final_arrived(frame)
+            else:  # it overtook its speech end (the STT had it ready at the pause)
+                self._early_finals.append(frame)
         self._changed.set()
+
+    def _speech_ended(self, end: VADEvent) -> None:
+        self._speaking = False
+        self._end = end
+        self._awaiting += 1
+        if self._barge_start is not None:  # too short to interrupt: a false alarm
+            self._barge_start = None
+            self._ignore_finals += 1  # "hmm" must not become a user turn either
+            self.context.speaker.resume()
+        if self._early_finals:
+            self._final_arrived(self._early_finals.pop(0))
+
+    def _final_arrived(self, final: Transcript) -> None:
+        """Take the final transcript of the oldest speech end still waiting for one."""
+        self._awaiting = max(0, self._awaiting - 1)
+        if self._ignore_finals:
+            self._ignore_finals -= 1
+        else:
+            if final.text.strip():
+                self._texts.append(final.text.strip())
+            self._final = final
+
+    async def _cancel_speculation(self) -> bool:
+        """Drop the speculated reply (the user goes on); whether there was one."""
+        if self._speculation is None:
+            return False
+        self._speculation = None
+        await self.context.new_turn("speculation cancelled")
+        return True
 
     async def _speech_started(self, start: VADEvent) -> None:
         self._partial_words = 0
-        if self._speculation is not None:  # the user goes on: the speculated reply is wrong
-            self._speculation = None
-            await self.context.new_turn("speculation cancelled")
+        if await self._cancel_speculation():
             return
         playback, turn = self.context.playback, self.context.turn
         if self.conversation.barge_in and playback.is_playing(turn):
@@ -186,13 +214,23 @@ class _TurnNode(Node):
         """The longest silence this node ever waits."""
         return self.wait_ms("")
 
+    def _speculation_text(self, deadline: int | None) -> str | None:
+        """What to speculate on: the finals so far once the turn can commit, or while the
+        speech pauses, those plus the pause's transcript; None when there is nothing yet."""
+        if deadline is not None:
+            return " ".join(self._texts) or None
+        if self._paused and self._stable and self._barge_start is None:
+            return " ".join([*self._texts, self._stable])
+        return None
+
     async def run(self) -> None:
         while True:
             self._changed = anyio.Event()
             barge_in = self._barge_in_due_ns()
             deadline = self._deadline_ns()
-            if deadline is not None and self.conversation.speculate and not self._speculation:
-                await self._speculate()
+            text = self._speculation_text(deadline) if self.conversation.speculate else None
+            if text is not None and (self._speculation is None or self._speculation[1] != text):
+                await self._speculate(text)
             due = min((t for t in (barge_in, deadline) if t is not None), default=None)
             if due is None:
                 await self._changed.wait()
@@ -214,13 +252,10 @@ class _TurnNode(Node):
         await self.context.new_turn("barge-in")
         self.context.publish("barge_in", turn=interrupted, decided_ns=decided_ns)
 
-    async def _speculate(self) -> None:
-        """Start the reply to the text so far; sinks hold it until the turn commits."""
+    async def _speculate(self, text: str) -> None:
+        """Start the reply to ``text``; sinks hold it until the turn commits."""
         if self._last_speculated is not None:
             self._update_ready_ms(self._last_speculated)
-        text = " ".join(self._texts)
-        if not text:
-            return
         turn = await self.context.new_turn("speculative", speculative=True)
         self._speculation = (turn, text)
         self._last_speculated = turn
@@ -233,6 +268,9 @@ class _TurnNode(Node):
             self._ready_ms = ready if not self._ready_ms else 0.7 * self._ready_ms + 0.3 * ready
 
     async def end_of_stream(self) -> None:
+        while self._early_finals:
+            self._awaiting += 1
+            self._final_arrived(self._early_finals.pop(0))
         if self._texts:
             await self._commit()
 

