@@ -227,6 +227,7 @@ def barge_in_timings(seen: dict, onset_s: float) -> dict:
         "story_audio_until_onset_ms": first_turn and seen["lastPlayedAt"][first_turn] - onset,
         "story_played_ms": first_turn and seen["playedMs"][first_turn],
         "onset_to_interrupt_ms": log and log[0]["at"] - onset,
+        "onset_to_voice_paused_ms": seen["voicePausedAt"] and seen["voicePausedAt"][0] - onset,
         "interrupt_to_flushed_ms": log and log[0]["silentAt"] - log[0]["at"],
         "flushed_audio_ms": log and log[0]["droppedMs"],
         "underruns": seen["underruns"],
@@ -271,6 +272,11 @@ def test_barge_in_in_the_browser(browser_for, tmp_path: Path) -> None:
     played = seen["playedMs"][interrupted]
     assert played == first["playedMs"][interrupted]
     assert seen["lastPlayedAt"][interrupted] <= first["silentAt"]
+    # The server paused the voice at the speech onset and the page held what it had at once:
+    # the story went silent then, not after playing out its buffered lead.
+    paused_at = seen["voicePausedAt"][0]
+    assert 0 < timings["onset_to_voice_paused_ms"] < timings["onset_to_interrupt_ms"]
+    assert seen["lastPlayedAt"][interrupted] <= paused_at + 150  # one report interval
     assert 1000 < played < 12_000, "the story was heard in part"
     assert 0 < timings["story_audio_until_onset_ms"] < 1500
     # The page shows both questions and a reply to the second; the story is marked cut.
