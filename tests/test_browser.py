@@ -312,8 +312,18 @@ const RATE = 22050, SLICE = (RATE * 40) / 1000, SLICES = 100, AMP = 16000 / 3276
 const tone = (i) => AMP * Math.cos((2 * Math.PI * 440 * i) / RATE);  // starts loud
 const arrivals = [...Array(SLICES).keys()].map((k) => 0.1 + Math.max(0, k * 0.04 - 0.25));
 let next = 0, firstSound = null, gaps = 0, silent = false, maxError = 0, flushedAt = null;
-let playedAtFlush = null;
+let playedAtFlush = null, heldS = 0, soundWhileHeld = 0, playedAtHold = null, playedAtRelease = null;
+const HOLD_AT = 1.0, RELEASE_AT = 1.3;
 for (let q = 0; q < (48000 * 3) / 128; q++) {
+  const held = currentTime >= HOLD_AT && currentTime < RELEASE_AT;
+  if (held && playedAtHold === null) {
+    p.onMessage({ type: "hold" });
+    playedAtHold = p.playedMs.get(1);
+  }
+  if (!held && playedAtHold !== null && playedAtRelease === null) {
+    playedAtRelease = p.playedMs.get(1);
+    p.onMessage({ type: "release" });
+  }
   while (flushedAt === null && next < SLICES && arrivals[next] <= currentTime) {
     const first = next * SLICE;
     const pcm = Int16Array.from({ length: SLICE }, (_, i) => Math.round(32768 * tone(first + i)));
@@ -327,13 +337,19 @@ for (let q = 0; q < (48000 * 3) / 128; q++) {
   }
   const out = new Float32Array(128);
   p.process([], [[out]]);
+  const quiet = out.every((v) => v === 0);
+  if (held) {
+    if (!quiet) soundWhileHeld++;
+    heldS += 128 / 48000;
+    currentTime += 128 / 48000;
+    continue;
+  }
   for (let i = 0; i < 128; i++) {
     if (out[i] !== 0 && firstSound === null) firstSound = currentTime + i / 48000;
     if (firstSound === null || flushedAt !== null) continue;
-    const t = ((currentTime + i / 48000 - firstSound) * RATE);  // source position
+    const t = ((currentTime + i / 48000 - firstSound - heldS) * RATE);  // source position
     maxError = Math.max(maxError, Math.abs(out[i] - tone(t)));
   }
-  const quiet = out.every((v) => v === 0);
   if (firstSound !== null && flushedAt === null) { if (quiet && !silent) gaps++; silent = quiet; }
   if (flushedAt !== null && currentTime > flushedAt && !quiet) gaps += 1000;  // sound after flush
   currentTime += 128 / 48000;
@@ -342,12 +358,13 @@ const flushed = reports.find((r) => r.flushed);
 console.log(JSON.stringify({
   startDelayMs: 1000 * (firstSound - arrivals[0]), gaps, maxError, underruns: p.underruns,
   playedAtFlush, playedAfter: p.playedMs.get(1), flushed: flushed && flushed.flushed,
+  soundWhileHeld, playedAtHold, playedAtRelease,
 }));
 """
 
 
 @pytest.mark.skipif(not shutil.which("node"), reason="needs node to run the worklet")
-def test_playback_worklet_plays_paced_slices_smoothly_and_flushes_at_once(
+def test_playback_worklet_plays_paced_slices_smoothly_holds_and_flushes_at_once(
     tmp_path: Path,
 ) -> None:
     harness = tmp_path / "harness.js"
@@ -364,8 +381,13 @@ def test_playback_worklet_plays_paced_slices_smoothly_and_flushes_at_once(
     # Linear interpolation stays smooth across the 40 ms slice boundaries (a hold there
     # was a 25 Hz click train of ~0.03 full scale).
     assert result["maxError"] < 0.002
+    # A hold (the server paused the voice) silences the next quantum; the release goes on
+    # exactly where it stopped (the error above is measured across it), nothing skipped.
+    assert result["soundWhileHeld"] == 0
+    assert result["playedAtHold"] == result["playedAtRelease"] > 0
     # The flush silences the next quantum, reports what it dropped, and nothing more of the
     # turn is counted as played.
     flushed = result["flushed"]
-    assert flushed["wasPlaying"] and 200 < flushed["droppedMs"] < 300
+    # (it drops the 250 ms lead plus the 300 ms that arrived during the hold)
+    assert flushed["wasPlaying"] and 500 < flushed["droppedMs"] < 600
     assert result["playedAfter"] == result["playedAtFlush"]
