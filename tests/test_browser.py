@@ -312,7 +312,8 @@ const RATE = 22050, SLICE = (RATE * 40) / 1000, SLICES = 100, AMP = 16000 / 3276
 const tone = (i) => AMP * Math.cos((2 * Math.PI * 440 * i) / RATE);  // starts loud
 const arrivals = [...Array(SLICES).keys()].map((k) => 0.1 + Math.max(0, k * 0.04 - 0.25));
 let next = 0, firstSound = null, gaps = 0, silent = false, maxError = 0, flushedAt = null;
-let playedAtFlush = null, heldS = 0, soundWhileHeld = 0, playedAtHold = null, playedAtRelease = null;
+let playedAtFlush = null, heldS = 0, soundWhileHeld = 0;
+let playedAtHold = null, playedAtRelease = null;
 const HOLD_AT = 1.0, RELEASE_AT = 1.3;
 for (let q = 0; q < (48000 * 3) / 128; q++) {
   const held = currentTime >= HOLD_AT && currentTime < RELEASE_AT;
