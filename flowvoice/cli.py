@@ -171,7 +171,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     import anyio
 
     from flowvoice.chat import run_chat, with_file_io
-    from flowvoice.console import print_event, print_turn_table
+    from flowvoice.console import EventPrinter, print_turn_table
 
     if not os.path.isfile(args.input):
         raise CliError(f"{args.input}: no such file (expected a PCM16 WAV)")
@@ -180,7 +180,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         graph = with_file_io(graph, args.input, args.output, realtime=not args.fast)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    result = anyio.run(run_chat, graph, print_event)
+    result = anyio.run(run_chat, graph, EventPrinter())
     print_turn_table(result.turns)
     if args.output:
         print(
@@ -203,11 +203,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     import anyio
 
-    from flowvoice.console import print_event
+    from flowvoice.console import EventPrinter
     from flowvoice.runtime.session import Session
 
     session = Session(graph)
-    session.subscribe(print_event)
+    session.subscribe(EventPrinter())
     anyio.run(session.run)
     return EXIT_OK
 

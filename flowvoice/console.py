@@ -21,18 +21,38 @@ def format_latency(latency_ms: dict[str, float]) -> str:
     return " · ".join(f"{s} {latency_ms[s]:.0f} ms" for s in STAGES if s in latency_ms)
 
 
-def print_event(event: dict[str, Any]) -> None:
-    """Print a session event as a conversation line."""
-    kind = event["type"]
-    if kind == "user_turn":
-        print(f"\nyou [{event['turn']}]: {event['text']}")
-        print("assistant: ", end="", flush=True)
-    elif kind == "assistant_text":
-        print(event["text"], end="\n" if event.get("final") else "", flush=True)
-    elif kind == "metrics":
-        print(f"  latency: {format_latency(event['latency_ms'])}")
-    elif kind == "error":
-        print(f"error: {event.get('message', event)}", file=sys.stderr)
+class EventPrinter:
+    """Prints session events as conversation lines; a turn's latency line waits for the end of
+    its reply text (the first audio, and so the metrics, can come before the text is done)."""
+
+    def __init__(self) -> None:
+        self._open_replies: set[int] = set()
+        self._held: dict[int, dict[str, float]] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "user_turn":
+            self._open_replies.add(event["turn"])
+            print(f"\nyou [{event['turn']}]: {event['text']}")
+            print("assistant: ", end="", flush=True)
+        elif kind == "assistant_text":
+            final = bool(event.get("final"))
+            print(event["text"], end="\n" if final else "", flush=True)
+            if final:
+                self._open_replies.discard(event["turn"])
+                if event["turn"] in self._held:
+                    self._print_latency(self._held.pop(event["turn"]))
+        elif kind == "metrics":
+            if event["turn"] in self._open_replies:
+                self._held[event["turn"]] = event["latency_ms"]
+            else:
+                self._print_latency(event["latency_ms"])
+        elif kind == "error":
+            print(f"error: {event.get('message', event)}", file=sys.stderr)
+
+    @staticmethod
+    def _print_latency(latency_ms: dict[str, float]) -> None:
+        print(f"  latency: {format_latency(latency_ms)}")
 
 
 def print_turn_table(turns: Iterable[_Turn]) -> None:

@@ -227,6 +227,7 @@ def barge_in_timings(seen: dict, onset_s: float) -> dict:
         "story_audio_until_onset_ms": first_turn and seen["lastPlayedAt"][first_turn] - onset,
         "story_played_ms": first_turn and seen["playedMs"][first_turn],
         "onset_to_interrupt_ms": log and log[0]["at"] - onset,
+        "onset_to_voice_paused_ms": seen["voicePausedAt"] and seen["voicePausedAt"][0] - onset,
         "interrupt_to_flushed_ms": log and log[0]["silentAt"] - log[0]["at"],
         "flushed_audio_ms": log and log[0]["droppedMs"],
         "underruns": seen["underruns"],
@@ -271,6 +272,11 @@ def test_barge_in_in_the_browser(browser_for, tmp_path: Path) -> None:
     played = seen["playedMs"][interrupted]
     assert played == first["playedMs"][interrupted]
     assert seen["lastPlayedAt"][interrupted] <= first["silentAt"]
+    # The server paused the voice at the speech onset and the page held what it had at once:
+    # the story went silent then, not after playing out its buffered lead.
+    paused_at = seen["voicePausedAt"][0]
+    assert 0 < timings["onset_to_voice_paused_ms"] < timings["onset_to_interrupt_ms"]
+    assert seen["lastPlayedAt"][interrupted] <= paused_at + 150  # one report interval
     assert 1000 < played < 12_000, "the story was heard in part"
     assert 0 < timings["story_audio_until_onset_ms"] < 1500
     # The page shows both questions and a reply to the second; the story is marked cut.
@@ -306,8 +312,19 @@ const RATE = 22050, SLICE = (RATE * 40) / 1000, SLICES = 100, AMP = 16000 / 3276
 const tone = (i) => AMP * Math.cos((2 * Math.PI * 440 * i) / RATE);  // starts loud
 const arrivals = [...Array(SLICES).keys()].map((k) => 0.1 + Math.max(0, k * 0.04 - 0.25));
 let next = 0, firstSound = null, gaps = 0, silent = false, maxError = 0, flushedAt = null;
-let playedAtFlush = null;
+let playedAtFlush = null, heldS = 0, soundWhileHeld = 0;
+let playedAtHold = null, playedAtRelease = null;
+const HOLD_AT = 1.0, RELEASE_AT = 1.3;
 for (let q = 0; q < (48000 * 3) / 128; q++) {
+  const held = currentTime >= HOLD_AT && currentTime < RELEASE_AT;
+  if (held && playedAtHold === null) {
+    p.onMessage({ type: "hold" });
+    playedAtHold = p.playedMs.get(1);
+  }
+  if (!held && playedAtHold !== null && playedAtRelease === null) {
+    playedAtRelease = p.playedMs.get(1);
+    p.onMessage({ type: "release" });
+  }
   while (flushedAt === null && next < SLICES && arrivals[next] <= currentTime) {
     const first = next * SLICE;
     const pcm = Int16Array.from({ length: SLICE }, (_, i) => Math.round(32768 * tone(first + i)));
@@ -321,13 +338,19 @@ for (let q = 0; q < (48000 * 3) / 128; q++) {
   }
   const out = new Float32Array(128);
   p.process([], [[out]]);
+  const quiet = out.every((v) => v === 0);
+  if (held) {
+    if (!quiet) soundWhileHeld++;
+    heldS += 128 / 48000;
+    currentTime += 128 / 48000;
+    continue;
+  }
   for (let i = 0; i < 128; i++) {
     if (out[i] !== 0 && firstSound === null) firstSound = currentTime + i / 48000;
     if (firstSound === null || flushedAt !== null) continue;
-    const t = ((currentTime + i / 48000 - firstSound) * RATE);  // source position
+    const t = ((currentTime + i / 48000 - firstSound - heldS) * RATE);  // source position
     maxError = Math.max(maxError, Math.abs(out[i] - tone(t)));
   }
-  const quiet = out.every((v) => v === 0);
   if (firstSound !== null && flushedAt === null) { if (quiet && !silent) gaps++; silent = quiet; }
   if (flushedAt !== null && currentTime > flushedAt && !quiet) gaps += 1000;  // sound after flush
   currentTime += 128 / 48000;
@@ -336,12 +359,13 @@ const flushed = reports.find((r) => r.flushed);
 console.log(JSON.stringify({
   startDelayMs: 1000 * (firstSound - arrivals[0]), gaps, maxError, underruns: p.underruns,
   playedAtFlush, playedAfter: p.playedMs.get(1), flushed: flushed && flushed.flushed,
+  soundWhileHeld, playedAtHold, playedAtRelease,
 }));
 """
 
 
 @pytest.mark.skipif(not shutil.which("node"), reason="needs node to run the worklet")
-def test_playback_worklet_plays_paced_slices_smoothly_and_flushes_at_once(
+def test_playback_worklet_plays_paced_slices_smoothly_holds_and_flushes_at_once(
     tmp_path: Path,
 ) -> None:
     harness = tmp_path / "harness.js"
@@ -358,8 +382,13 @@ def test_playback_worklet_plays_paced_slices_smoothly_and_flushes_at_once(
     # Linear interpolation stays smooth across the 40 ms slice boundaries (a hold there
     # was a 25 Hz click train of ~0.03 full scale).
     assert result["maxError"] < 0.002
+    # A hold (the server paused the voice) silences the next quantum; the release goes on
+    # exactly where it stopped (the error above is measured across it), nothing skipped.
+    assert result["soundWhileHeld"] == 0
+    assert result["playedAtHold"] == result["playedAtRelease"] > 0
     # The flush silences the next quantum, reports what it dropped, and nothing more of the
     # turn is counted as played.
     flushed = result["flushed"]
-    assert flushed["wasPlaying"] and 200 < flushed["droppedMs"] < 300
+    # (it drops the 250 ms lead plus the 300 ms that arrived during the hold)
+    assert flushed["wasPlaying"] and 500 < flushed["droppedMs"] < 600
     assert result["playedAfter"] == result["playedAtFlush"]

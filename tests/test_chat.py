@@ -51,3 +51,20 @@ def test_chat_answers_two_questions_with_history_and_writes_the_replies(tmp_path
     assert len(audio) / rate > 1.0
     heard_back = " ".join(final_texts(anyio.run(transcribe, audio, rate)))
     assert wer(" ".join(replies), heard_back) <= 0.25, (replies, heard_back)
+
+
+def test_latency_line_follows_the_reply_text_even_when_metrics_come_first(capsys):
+    from flowvoice.console import EventPrinter
+
+    printer = EventPrinter()
+    latency = {"first_audio_sent": 512.0}
+    printer({"type": "user_turn", "turn": 3, "text": "Hi?"})
+    printer({"type": "assistant_text", "turn": 3, "text": "Hello", "final": False})
+    printer({"type": "metrics", "turn": 3, "latency_ms": latency})  # first audio went out
+    printer({"type": "assistant_text", "turn": 3, "text": " there.", "final": False})
+    printer({"type": "assistant_text", "turn": 3, "text": "", "final": True})
+    printer({"type": "metrics", "turn": 2, "latency_ms": latency})  # no open reply: at once
+    assert capsys.readouterr().out == (
+        "\nyou [3]: Hi?\nassistant: Hello there.\n"
+        "  latency: first_audio_sent 512 ms\n  latency: first_audio_sent 512 ms\n"
+    )

@@ -215,3 +215,50 @@ def test_chat_history_prompts():
     history.cut_last_reply("A long")
     assert history.messages[-1].rendered == "A long..."
     assert ChatHistory.completion_stop() == ["\nUser:", "\n"]
+
+
+def test_completion_prompt_shows_only_the_latest_heard_interruption():
+    history = ChatHistory("Be brief.")
+    for question, heard in [("France?", "The capital"), ("Germany?", ""), ("Italy?", "It is")]:
+        history.add_user(question)
+        history.add_assistant(heard, interrupted=True)
+    history.add_user("Spain?")
+    prompt = history.completion_prompt(examples=())
+    # older cut replies would become the pattern a small base model copies ("The capital...")
+    assert prompt == "Be brief.\n\nUser: Italy?\nAssistant: It is...\nUser: Spain?\nAssistant:"
+    assert [m["content"] for m in history.chat_messages()[1:]] == [
+        "France?",
+        "The capital...",
+        "Germany?",
+        "...",
+        "Italy?",
+        "It is...",
+        "Spain?",
+    ]
+    history.add_assistant("", interrupted=True)  # nothing of the reply was heard
+    history.add_user("Japan?")
+    assert history.completion_prompt(examples=()).endswith("\nUser: Japan?\nAssistant:")
+    assert "Spain?" not in history.completion_prompt(examples=())
+
+
+def test_answers_normally_after_replies_cut_early():
+    """gemma3-270m answered "..." to everything after one reply cut before a word was heard."""
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(resolve_gguf("gemma3-270m")), n_ctx=1024, verbose=False)
+    history = ChatHistory()
+    for question in ("What is the capital of France?", "What is the capital of Germany?"):
+        history.add_user(question)
+        history.add_assistant("", interrupted=True)
+    history.add_user("What is the capital of Italy?")
+    try:
+        out = llama.create_completion(
+            history.completion_prompt(),
+            max_tokens=24,
+            temperature=0.0,
+            repeat_penalty=1.1,
+            stop=history.completion_stop(),
+        )
+    finally:
+        llama.close()
+    assert "rome" in out["choices"][0]["text"].lower(), out

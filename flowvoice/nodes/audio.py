@@ -129,6 +129,7 @@ class FileSink(SpeakerSink):
         self.turns.setdefault(turn, []).append(samples)
 
     async def on_interrupt(self, turn: int) -> None:
+        await super().on_interrupt(turn)
         if self.speaking():
             self.audio_turn = self.open_reply = None
             self.context.publish("interrupt", turn=turn)
@@ -144,6 +145,7 @@ class FileSink(SpeakerSink):
         return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
     async def end_of_stream(self) -> None:
+        await super().end_of_stream()
         if self.params.path:
             write_wav(self.params.path, self.audio(), self.rate or 16000)
 

@@ -80,11 +80,26 @@ class ChatHistory:
         lines = [self.system_prompt, ""] if self.system_prompt else []
         for question, answer in examples:
             lines += [f"{user}: {question}", f"{assistant}: {answer}"]
-        for message in self.messages:
+        for message in self._completion_messages():
             speaker = user if message.role == "user" else assistant
             lines.append(f"{speaker}: {' '.join(message.rendered.split())}")
         lines.append(f"{assistant}:")
         return "\n".join(lines)
+
+    def _completion_messages(self) -> list[ChatMessage]:
+        """The messages a completion prompt shows: an interrupted exchange only if it is the
+        latest and part of the reply was heard. A small base model takes cut replies as the
+        pattern to follow (after two, gemma3-270m answers "The capital of..." itself)."""
+        messages = self.messages
+        replies = [index for index, m in enumerate(messages) if m.role == "assistant"]
+        latest = replies[-1] if replies else None
+        hidden: set[int] = set()
+        for index, message in enumerate(messages):
+            if message.interrupted and (index != latest or not message.content):
+                hidden.add(index)
+                if index and messages[index - 1].role == "user":
+                    hidden.add(index - 1)
+        return [m for index, m in enumerate(messages) if index not in hidden]
 
     @staticmethod
     def completion_stop(user: str = "User") -> list[str]:

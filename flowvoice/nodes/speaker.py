@@ -4,12 +4,18 @@ A speaker sink publishes reply text as ``assistant_text`` events, holds a specul
 output until the turn commits, paces audio to real time plus a small lead (so an interrupt
 or a pause takes effect within that lead), records what it sent in the playback ledger and
 marks ``first_audio_sent``. Subclasses only deliver the audio.
+
+Audio is paced by the sink's own task, fed through a short queue, so the reply's text is
+published as it arrives instead of waiting behind a sentence of paced audio (the runtime
+handles one input frame of a node at a time). Pacing checks the session's turn before every
+slice: a preempted turn's queued or half-sent audio stops there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import numpy as np
 from pydantic import Field
 
@@ -19,6 +25,8 @@ from flowvoice.runtime.speaker import SpeakerClock
 
 #: Paced audio goes out in slices of this many ms (a TTS chunk may hold a whole sentence).
 SLICE_MS = 40
+#: Audio chunks queued for pacing before the sink's input blocks (backpressure).
+QUEUED_CHUNKS = 2
 
 
 class SpeakerParams(NodeParams):
@@ -49,6 +57,9 @@ class SpeakerSink(Node):
         self.audio_turn: int | None = None
         #: Turn of a reply whose text has started but not finished.
         self.open_reply: int | None = None
+        self._queue, self._queued = anyio.create_memory_object_stream[AudioFrame](QUEUED_CHUNKS)
+        self._played_out = anyio.Event()
+        self._playing: tuple[int, anyio.CancelScope] | None = None  # turn being delivered
 
     async def deliver(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
         """Send one chunk of assistant audio to the listener."""
@@ -63,12 +74,37 @@ class SpeakerSink(Node):
             )
             return
         assert isinstance(frame, AudioFrame)
+        await self._queue.send(frame)
+
+    async def run(self) -> None:
+        """Pace and deliver the queued audio until the input ends."""
+        async with self._queued:
+            async for frame in self._queued:
+                with anyio.CancelScope() as scope:
+                    self._playing = (frame.turn, scope)
+                    await self._play(frame)
+                self._playing = None
+        self._played_out.set()
+
+    async def on_interrupt(self, turn: int) -> None:
+        """Stop delivering audio of an older turn at once (a send may be waiting for room)."""
+        if self._playing is not None and self._playing[0] < turn:
+            self._playing[1].cancel()
+
+    async def end_of_stream(self) -> None:
+        """Let the queued audio play out."""
+        await self._queue.aclose()
+        await self._played_out.wait()
+
+    async def _play(self, frame: AudioFrame) -> None:
         rate, turn = frame.sample_rate, frame.turn
         step = len(frame.samples) if not self.params.lead_ms else rate * SLICE_MS // 1000
         for offset in range(0, len(frame.samples), step):
             piece = frame.samples[offset : offset + step]
-            if self.params.lead_ms:
+            if self.params.lead_ms and turn >= self.context.turn:
                 await self._clock.pace(turn, len(piece) / rate, self.context.speaker)
+            if turn < self.context.turn:
+                return  # preempted: nothing more of this turn
             await self.deliver(turn, rate, piece)
             self.context.playback.sent(turn, len(piece) / rate)
             if turn != self.audio_turn:

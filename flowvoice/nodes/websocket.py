@@ -79,6 +79,7 @@ class WebSocketSink(SpeakerSink):
         await _transport(self).send_audio(turn, sample_rate, samples)
 
     async def on_interrupt(self, turn: int) -> None:
+        await super().on_interrupt(turn)
         if not self.speaking():
             return
         _transport(self).discard_audio(before_turn=turn)

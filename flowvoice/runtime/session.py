@@ -163,7 +163,7 @@ class Session:
         self.listeners: list[EventListener] = []
         self.tracer = Tracer(on_complete=self._publish_metrics)
         self.playback = PlaybackLedger()
-        self.speaker = SpeakerGate(self.playback)
+        self.speaker = SpeakerGate(self.playback, self._publish_voice_state)
         self._uncommitted: dict[int, anyio.Event] = {}
         self.stale_dropped = 0
         self.nodes: dict[str, Node] = {}
@@ -198,6 +198,9 @@ class Session:
     def publish(self, event: dict[str, Any]) -> None:
         for listener in self.listeners:
             listener(event)
+
+    def _publish_voice_state(self, paused: bool) -> None:
+        self.publish({"type": "voice_paused" if paused else "voice_resumed", "turn": self.turn})
 
     def _publish_metrics(self, trace: TurnTrace) -> None:
         self.publish({"type": "metrics", "turn": trace.turn, "latency_ms": trace.latencies_ms()})

@@ -8,6 +8,8 @@ and a resume continues where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 
 from flowvoice.runtime.playback import PlaybackLedger
@@ -16,11 +18,16 @@ from flowvoice.runtime.playback import PlaybackLedger
 class SpeakerGate:
     """Session-wide switch: paused while the turn detector checks whether speech is a barge-in.
 
-    The playback ledger is told too, so its estimate of what the user heard holds still.
+    The playback ledger is told too, so its estimate of what the user heard holds still, and
+    ``on_change(paused)`` (the session publishes ``voice_paused`` / ``voice_resumed``, so a
+    browser holds the lead it has already received too).
     """
 
-    def __init__(self, playback: PlaybackLedger) -> None:
+    def __init__(
+        self, playback: PlaybackLedger, on_change: Callable[[bool], None] | None = None
+    ) -> None:
         self._playback = playback
+        self._on_change = on_change
         self._resumed = anyio.Event()
         self._resumed.set()
 
@@ -32,10 +39,15 @@ class SpeakerGate:
         if not self.paused:
             self._resumed = anyio.Event()
             self._playback.pause()
+            if self._on_change is not None:
+                self._on_change(True)
 
     def resume(self) -> None:
-        self._resumed.set()
-        self._playback.resume()
+        if self.paused:
+            self._resumed.set()
+            self._playback.resume()
+            if self._on_change is not None:
+                self._on_change(False)
 
     async def wait_resumed(self) -> None:
         await self._resumed.wait()

@@ -61,6 +61,8 @@ const fv = (window.flowvoice = {
   bargeIns: [], // the server's barge_in events
   interrupts: 0,
   interruptLog: [], // {turn, at, wasPlaying, droppedMs, silentAt, playedMs at the flush}
+  voicePausedAt: [], // the server paused the voice (speech began during it): page clock
+  voiceResumedAt: [], // ... and let it go on (a false alarm, or the next turn began)
   staleAudioMessages: 0, // audio of an interrupted turn that arrived after the interrupt
 });
 
@@ -313,6 +315,14 @@ function onEvent(event) {
       break;
     case "barge_in":
       fv.bargeIns.push({ turn: event.turn, at: performance.now() });
+      break;
+    case "voice_paused":
+      fv.voicePausedAt.push(performance.now());
+      if (audio) audio.playback.port.postMessage({ type: "hold" });
+      break;
+    case "voice_resumed":
+      fv.voiceResumedAt.push(performance.now());
+      if (audio) audio.playback.port.postMessage({ type: "release" });
       break;
     case "metrics":
       fv.metrics.push(event);

@@ -11,6 +11,8 @@
 // Messages in:  {type: "audio", turn, rate, pcm: ArrayBuffer of PCM16}
 //               {type: "flush", beforeTurn}   drop queued audio of older turns, silence now
 //               {type: "flush", beforeTurn: Infinity, reset: true}   a new conversation
+//               {type: "hold"} / {type: "release"}   silence now / go on where it stopped
+//               (the user started speaking: maybe a barge-in, maybe a cough)
 // Messages out: {playing, samples, turns: [[turn, playedMs], ...], underruns,
 //                flushed?: {beforeTurn, droppedMs, wasPlaying}}
 //               `samples` counts source samples played since start; `turns` lists the
@@ -35,6 +37,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.playedMs = new Map();
     this.changed = new Set();
     this.lastReport = 0;
+    this.held = false;
     this.port.onmessage = (event) => this.onMessage(event.data);
   }
 
@@ -46,6 +49,9 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       for (let i = 0; i < pcm.length; i++) data[i] = pcm[i] / 32768;
       this.queue.push({ turn: msg.turn, rate: msg.rate, data, pos: 0 });
       if (!this.playing && this.waitingSince === null) this.waitingSince = currentTime;
+    } else if (msg.type === "hold" || msg.type === "release") {
+      this.held = msg.type === "hold";
+      if (this.held) this.report(); // what played up to now, before the silence
     } else if (msg.type === "flush") {
       const wasPlaying = this.playing;
       let dropped = 0;
@@ -107,6 +113,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
 
   process(inputs, outputs) {
     const out = outputs[0][0];
+    if (this.held) {
+      out.fill(0);
+      return true;
+    }
     if (!this.playing) {
       const ready = this.queue.length &&
         (this.buffered() >= this.startS || currentTime - this.waitingSince >= MAX_WAIT_S);
