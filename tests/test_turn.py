@@ -193,3 +193,21 @@ async def test_speculation_on_a_pause_is_cancelled_when_the_speech_resumes():
     assert speculated.text == "Tell me about" and committed.text == "Tell me about Paris."
     assert committed.turn > speculated.turn + 1  # the speculation was cancelled, then a new turn
     assert [e["text"] for e in result.events_of("user_turn")] == ["Tell me about Paris."]
+
+
+async def test_a_stretched_wait_ends_as_soon_as_the_held_reply_is_ready():
+    # The first speculated reply took a second to its first audio, so the wait is stretched
+    # towards a second; the second one is ready at once, and waiting longer would only delay it.
+    async def first_audio(context):
+        context.mark("first_audio", context.turn)
+
+    script = chain(
+        paused_utterance("What time is it?", None),
+        [1.0, first_audio, 0.5],
+        paused_utterance("And the date?", None),
+        [first_audio, 1.5],
+    )
+    result = await run_node("turn.dynamic", {"speculate": True, "min_wait_ms": 300}, script)
+    first, second = (result.session.tracer.turns[t.turn] for t in result.frames("user_turn"))
+    assert first.latencies_ms()["first_audio"] > 900  # what the stretch estimates from
+    assert second.latencies_ms()["turn_committed"] < 600, second.latencies_ms()

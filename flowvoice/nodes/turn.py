@@ -45,6 +45,8 @@ at between like um uh er erm hmm ah also plus
 """
 #: Words that leave a clause unfinished when the user pauses after them.
 CONTINUATIONS = frozenset(_CONTINUATION_WORDS.split())
+#: While a stretched wait runs, how often to look whether the held reply is ready.
+READY_POLL_S = 0.02
 _WORD = re.compile(r"[\w']+")
 
 
@@ -125,6 +127,7 @@ class _TurnNode(Node):
         self._speculation: tuple[int, str] | None = None  # (turn, text) held by the sinks
         self._ready_ms = 0.0  # measured end-of-speech -> first reply audio of speculations
         self._last_speculated: int | None = None
+        self._stretched = False  # the wait is stretched until the held reply is ready
 
     def wait_ms(self, text: str) -> int:
         """Silence after the end of speech needed to commit a turn ending with ``text``."""
@@ -205,10 +208,17 @@ class _TurnNode(Node):
         """When the pending turn commits if nothing changes; None while it cannot."""
         if self._speaking or self._awaiting or self._end is None or self._final is None:
             return None
-        wait = self.wait_ms(self._texts[-1] if self._texts else "")
-        if self.conversation.speculate:
-            wait = max(wait, min(self._ready_ms, self.max_wait_ms()))
+        wait = base = self.wait_ms(self._texts[-1] if self._texts else "")
+        if self.conversation.speculate and not self._held_reply_ready():
+            wait = max(base, min(self._ready_ms, self.max_wait_ms()))
+        self._stretched = wait > base
         return self._end.t_ns + int(wait * 1_000_000)
+
+    def _held_reply_ready(self) -> bool:
+        """The speculated reply's first audio exists (the sinks hold it): the stretch, an
+        estimate of when it would be, can end."""
+        trace = self.context.trace(self._speculation[0]) if self._speculation else None
+        return trace is not None and "first_audio" in trace.marks
 
     def max_wait_ms(self) -> int:
         """The longest silence this node ever waits."""
@@ -237,9 +247,11 @@ class _TurnNode(Node):
                 continue
             delay = (due - time.monotonic_ns()) / 1e9
             if delay > 0:
+                if self._stretched and due == deadline:
+                    delay = min(delay, READY_POLL_S)
                 with anyio.move_on_after(delay):
                     await self._changed.wait()
-                    continue
+                continue  # the next pass commits once the due time has come
             if due == barge_in:
                 await self._barge_in()
             else:
