@@ -159,25 +159,28 @@ def test_saved_memory_restores_a_conversation_exactly():
     from flowvoice.nodes.llama_memory import SavedMemory
 
     llama = llama_cpp.Llama(str(resolve_gguf("gemma3-270m")), n_ctx=512, verbose=False)
-    mine = llama.tokenize(b"User: What is the capital of France?\nAssistant: Paris.\nUser:")
-    other = llama.tokenize(b"Something else entirely, and longer. " * 12)
-    more = llama.tokenize(b" And of Spain?\nAssistant:", add_bos=False)
+    try:
+        mine = llama.tokenize(b"User: What is the capital of France?\nAssistant: Paris.\nUser:")
+        other = llama.tokenize(b"Something else entirely, and longer. " * 12)
+        more = llama.tokenize(b" And of Spain?\nAssistant:", add_bos=False)
 
-    def next_logits(tokens: list[int]) -> np.ndarray:
-        llama.eval(tokens)
-        row = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-        return np.ctypeslib.as_array(row, shape=(llama.n_vocab(),)).copy()
+        def next_logits(tokens: list[int]) -> np.ndarray:
+            llama.eval(tokens)
+            row = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+            return np.ctypeslib.as_array(row, shape=(llama.n_vocab(),)).copy()
 
-    llama.eval(mine[:-1])
-    expected = next_logits(mine[-1:] + more)  # the conversation never left the context
-    llama.reset()
-    llama.eval(mine)
-    saved = SavedMemory(llama)
-    llama.reset()
-    llama.eval(other)  # another session's turn
-    saved.restore(llama)
-    assert llama.n_tokens == len(mine) - 1
-    assert np.array_equal(next_logits(mine[-1:] + more), expected)
+        llama.eval(mine[:-1])
+        expected = next_logits(mine[-1:] + more)  # the conversation never left the context
+        llama.reset()
+        llama.eval(mine)
+        saved = SavedMemory(llama)
+        llama.reset()
+        llama.eval(other)  # another session's turn
+        saved.restore(llama)
+        assert llama.n_tokens == len(mine) - 1
+        assert np.array_equal(next_logits(mine[-1:] + more), expected)
+    finally:
+        llama.close()
 
 
 async def test_unknown_model_is_a_clear_error_fast():

@@ -15,8 +15,10 @@ History and reply bookkeeping come from :class:`~flowvoice.nodes.llm_base.Stream
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +74,12 @@ def _assemble_gemma() -> Path:
     return target
 
 
+def _close(llama: weakref.ref[Any]) -> None:
+    model = llama()
+    if model is not None:
+        model.close()
+
+
 class _Model:
     """A loaded GGUF shared by every session; ``lock`` serialises generation."""
 
@@ -85,6 +93,9 @@ class _Model:
             n_threads_batch=threads,
             verbose=False,
         )
+        # Close at exit, while llama_cpp can still free it (its __del__ fails once the
+        # interpreter has torn the module down).
+        atexit.register(_close, weakref.ref(self.llama))
         self.has_chat_template = "tokenizer.chat_template" in self.llama.metadata
         self.lock = threading.Lock()
 
