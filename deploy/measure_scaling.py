@@ -40,7 +40,7 @@ from reliability import (  # noqa: E402
 )
 from websockets.sync.client import connect  # noqa: E402
 
-from flowvoice.bench.server_process import ServerProcess  # noqa: E402
+from flowvoice.bench.server_process import ServerProcess, exit_on_signal  # noqa: E402
 
 
 def replica_memory(graph: Path, sessions: int, tmp: Path) -> tuple[float, float]:
@@ -103,13 +103,8 @@ def failover(tmp: Path) -> tuple[float, float, float]:
         return ended * 1000, first * 1000, later * 1000
 
 
-def exit_on_sigterm(signum: int, _frame: object) -> None:
-    """SIGTERM ends the script like Ctrl-C does: the ``with`` blocks stop every server."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_signal)  # the with blocks stop every server
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speech", action="store_true", help="also the speech graphs")
     parser.add_argument("--repeats", type=int, default=3, help="failover runs")

@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
-        "name", choices=["runtime", "e2e", "bargein", "load", "pipecat"], help="which benchmark"
+        "name",
+        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper"],
+        help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
     bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
@@ -106,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
+    bench.add_argument(
+        "--windows", type=float, nargs="+", help="whisper: encoder windows in s (30 15 10)"
+    )
+    bench.add_argument("--threads", type=int, default=0, help="whisper: CPU threads (0: auto)")
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 
@@ -235,6 +241,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.bargein import main as bench_bargein
 
         return bench_bargein(graph, args.interruptions, args.questions, args.markdown)
+    if args.name == "whisper":
+        from flowvoice.bench.whisper import main as bench_whisper
+
+        return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
     return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)

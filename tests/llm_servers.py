@@ -29,14 +29,10 @@ from typing import Any
 import httpx
 import pytest
 
+from flowvoice.bench.server_process import free_port
+
 ALIAS = "gemma3-270m"
 SERVER_MODULES = ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

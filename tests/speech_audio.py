@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-import re
 import subprocess
 import tempfile
 import wave
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import soxr
+
+from flowvoice.bench.wer import normalize_text, wer  # noqa: F401  (tests import them here)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,16 +95,3 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(np.asarray(samples, "<i2").tobytes())
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, punctuation stripped, single spaces."""
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
-
-
-def wer(ref: str, hyp: str) -> float:
-    """Word error rate of ``hyp`` against ``ref`` (lower-cased, punctuation stripped)."""
-    ref, hyp = normalize_text(ref), normalize_text(hyp)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return jiwer.wer(ref, hyp) if hyp else 1.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from harness import run_node
 
+from flowvoice.bench.server_process import free_port
 from flowvoice.frames import AudioFrame, Sentence
 from flowvoice.nodes.tts_realtime import PA_FLOAT32, PA_INT16, pcm16
 from flowvoice.runtime.session import SessionError
@@ -223,12 +223,6 @@ def models_server():
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_orpheus_checks_its_llm_server(empty_hub_cache, models_server):

@@ -33,10 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from flowvoice.bench import load_plot
-from flowvoice.bench.e2e import QUESTIONS, percentile_table, speak
+from flowvoice.bench.e2e import QUESTIONS, speak
 from flowvoice.bench.load_client import Exchange, converse
-from flowvoice.bench.server_process import ServerProcess, psutil_module, running_server
-from flowvoice.chat import ChatTurn
+from flowvoice.bench.server_process import (
+    ServerProcess,
+    exit_on_signal,
+    psutil_module,
+    running_server,
+)
 from flowvoice.runtime.trace import STAGES
 
 #: Session counts swept per graph name when none are given.
@@ -118,8 +122,8 @@ class Point:
 
     def stage_p50(self) -> dict[str, float]:
         """p50 ms from end of speech to each stage of the server's trace."""
-        turns = [ChatTurn(e.turn or 0, latency_ms=e.latency_ms) for e in self.answered]
-        return {stage: p50 for stage, p50, _, _ in percentile_table(turns)}
+        found = {s: [e.latency_ms[s] for e in self.answered if s in e.latency_ms] for s in STAGES}
+        return {stage: percentile(values, 50) for stage, values in found.items() if values}
 
 
 class CpuMeter:
@@ -332,19 +336,6 @@ def save_json(path: str, sweeps: dict[str, list[Point]]) -> None:
     Path(path).write_text(json.dumps(data, indent=1, default=float))
 
 
-def load_json(path: str) -> dict[str, list[Point]]:
-    """Inverse of :func:`save_json` (to re-plot or merge runs)."""
-    data = json.loads(Path(path).read_text())
-    return {
-        name: [Point(**{**p, "exchanges": [Exchange(**e) for e in p["exchanges"]]}) for p in points]
-        for name, points in data.items()
-    }
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run_sweeps(
     graphs: Sequence[str],
     sessions: Sequence[int] | None,
@@ -390,7 +381,7 @@ def main(
         f"{platform.python_implementation()} {platform.python_version()}"
     )
     # SIGTERM unwinds like Ctrl-C, so the server subprocess is stopped, not orphaned.
-    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    previous = signal.signal(signal.SIGTERM, exit_on_signal)
     try:
         sweeps = run_sweeps(graphs, sessions, questions, stop_above_ms, json_path)
     finally:

@@ -25,7 +25,6 @@ from flowvoice.transport import AUDIO_HEADER
 
 RATE = 16000
 FRAME = RATE // 50  # 20 ms
-SILENCE = np.zeros(FRAME, "<i2").tobytes()
 #: After the reply's last byte, the line stays quiet this long before the reply counts as over.
 QUIET_S = 0.3
 

@@ -6,6 +6,7 @@ matplotlib is imported only here, only when plotting.
 from __future__ import annotations
 
 import importlib.util
+import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,7 +95,7 @@ def plot_sessions(sweeps: dict[str, Sequence[Point]], path: Path, target_ms: flo
     ax.axhline(target_ms, color="gray", linestyle=":", label=f"{target_ms / 1000:.0f} s target")
     ax.set_xlabel("simultaneous sessions")
     ax.set_ylabel("voice-to-voice, ms (client)")
-    ax.set_title("Voice-to-voice latency vs sessions (2 vCPU)")
+    ax.set_title(f"Voice-to-voice latency vs sessions ({os.cpu_count()} CPUs)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

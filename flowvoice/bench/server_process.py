@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import signal
@@ -21,9 +22,15 @@ def psutil_module() -> Any:
         import psutil
     except ImportError:
         raise RuntimeError(
-            "bench load reads the server's memory with psutil: pip install psutil"
+            "reading a server's memory and CPU time needs psutil: pip install psutil"
         ) from None
     return psutil
+
+
+def exit_on_signal(signum: int, _frame: object) -> None:
+    """A SIGTERM handler that ends the program like Ctrl-C does, so ``with`` blocks (and
+    :func:`running_server`) stop the servers they started."""
+    raise SystemExit(128 + signum)
 
 
 def free_port() -> int:
@@ -67,7 +74,6 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
-        self.ps = psutil_module().Process(self.proc.pid)
 
     def wait_healthy(self, timeout: float = 30) -> float:
         """Poll /health until it answers; returns the seconds it took. RuntimeError (with the
@@ -85,12 +91,17 @@ class ServerProcess:
             time.sleep(0.2)
         return time.monotonic() - start
 
+    @functools.cached_property
+    def _ps(self) -> Any:
+        """psutil's view of the server process (psutil only needed for memory and CPU)."""
+        return psutil_module().Process(self.proc.pid)
+
     def rss_mb(self) -> float:
-        return self.ps.memory_info().rss / 2**20
+        return self._ps.memory_info().rss / 2**20
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the server has used so far."""
-        times = self.ps.cpu_times()
+        times = self._ps.cpu_times()
         return times.user + times.system
 
     def output(self) -> str:

@@ -171,7 +171,7 @@ class _TurnNode(Node):
 
     def _final_arrived(self, final: Transcript) -> None:
         """Take the final transcript of the oldest speech end still waiting for one."""
-        self._awaiting = max(0, self._awaiting - 1)
+        self._awaiting -= 1
         if self._ignore_finals:
             self._ignore_finals -= 1
         else:
