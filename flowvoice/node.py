@@ -1,4 +1,4 @@
-"""The node contract: typed ports, a params model, and async hooks the runtime calls.
+"""The node contract: typed ports, a params model, async hooks, and what a session offers.
 
 A node type is a subclass of :class:`Node` registered under a dotted name::
 
@@ -11,25 +11,31 @@ A node type is a subclass of :class:`Node` registered under a dotted name::
         async def process(self, port: str, frame: Frame) -> None:
             await self.emit("text", Sentence(text=frame.text.upper()))
 
-The runtime builds one instance per session, calls :meth:`setup` once, :meth:`run` as the
-node's own task (sources produce frames there), :meth:`process` for every input frame,
-:meth:`end_of_stream` when every connected input has ended, and :meth:`on_interrupt` when
-the session's turn is raised. Heavy engine imports belong in :meth:`setup`.
+The runtime builds one instance per session with a :class:`NodeContext` (the node's outputs
+and the session's services), calls :meth:`Node.setup` once, :meth:`Node.run` as the node's
+own task (sources produce frames there), :meth:`Node.process` for every input frame,
+:meth:`Node.end_of_stream` when every connected input has ended, and
+:meth:`Node.on_interrupt` when the session's turn is raised. Heavy engine imports belong in
+:meth:`Node.setup`.
+
+This module sits at the bottom of the import graph: it knows frames and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from flowvoice.frames import UNSTAMPED, Frame
+from flowvoice.frames import Frame
 
 if TYPE_CHECKING:
-    from flowvoice.runtime.channel import Channel
-    from flowvoice.runtime.session import NodeContext, StallWatch
+    from flowvoice.runtime.resources import ResourceCache
+    from flowvoice.runtime.trace import TurnTrace
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,54 @@ class NodeSetupError(RuntimeError):
     """A node cannot start (missing weights, missing extra, bad device): the message says why."""
 
 
+class NodeContext(Protocol):
+    """What a node may ask of its session; the runtime hands one to every node it builds."""
+
+    node_name: str
+
+    @property
+    def turn(self) -> int:
+        """The session's current turn."""
+        ...
+
+    @property
+    def resources(self) -> ResourceCache:
+        """The process-wide model cache."""
+        ...
+
+    async def emit(self, port: str, frame: Frame) -> None:
+        """Send ``frame`` on the node's output ``port`` (see :meth:`Node.emit`)."""
+        ...
+
+    def publish(self, event_type: str, **data: Any) -> None:
+        """Send an event (transcripts, errors, ...) to the session's listeners."""
+        ...
+
+    def mark(self, stage: str, turn: int | None = None, t_ns: int | None = None) -> None:
+        """Record a latency-trace stage for ``turn`` (default: the current turn)."""
+        ...
+
+    def trace(self, turn: int) -> TurnTrace | None:
+        """The latency trace of ``turn`` so far, if any stage was recorded."""
+        ...
+
+    async def new_turn(self, reason: str = "turn") -> int:
+        """Raise the session's turn, preempting older work; returns the new turn."""
+        ...
+
+    def service(self, kind: type[T]) -> T | None:
+        """The object of type ``kind`` the session was started with (e.g. its transport)."""
+        ...
+
+    def shared(self, kind: type[T]) -> T:
+        """The session's one ``kind(session)``, made on first use (e.g. its conversation)."""
+        ...
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the background until this node ends."""
+        ...
+
+
 class Node:
     """Base class of all node types."""
 
@@ -69,11 +123,6 @@ class Node:
         self.name = name
         self.params = params
         self.context = context
-        self._out: dict[str, list[Channel]] = {port: [] for port in self.outputs}
-        #: Turn of the frame being processed; stamps what this node emits meanwhile.
-        self.current_turn: int = UNSTAMPED
-        #: Set by the runtime while a frame is processed under a stall timeout.
-        self.stall_watch: StallWatch | None = None
 
     # -- hooks -------------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -99,20 +148,9 @@ class Node:
         """Send ``frame`` to every edge connected to output ``port``.
 
         An unstamped frame takes the turn of the frame being processed, else the session's
-        current turn. A preemptible node's frames of an older turn are dropped here.
+        current turn. A preemptible node's frames of an older turn are dropped.
         """
-        if frame.turn == UNSTAMPED:
-            frame.turn = self.current_turn if self.current_turn != UNSTAMPED else self.context.turn
-        if self.preemptible and frame.turn < self.context.turn:
-            return
-        if self.stall_watch is not None:
-            self.stall_watch.progress()
-        for channel in self._out[port]:
-            await channel.send(frame)
-
-    def is_connected(self, port: str) -> bool:
-        """True when output ``port`` has at least one edge."""
-        return bool(self._out.get(port))
+        await self.context.emit(port, frame)
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the background until this node ends."""

@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
@@ -118,14 +119,14 @@ class VoiceServer:
             return
         await websocket.accept()
         transport = WebSocketTransport(websocket, self.limits)
-        session = Session(self.graph, transport=transport)
+        session = Session(self.graph, services=[transport])
 
         def forward(event: dict) -> None:
             self.metrics.observe_event(event)
             transport.send_event(event)
 
         session.subscribe(forward)
-        transport.on_played = session.playback.played
+        transport.on_played = Conversation.of_session(session).playback.played
         self.metrics.sessions_active += 1
         self.metrics.sessions_total += 1
         self.live[session.id] = (session, transport)
@@ -210,11 +211,7 @@ async def prewarm(graph: LoadedGraph) -> float:
     try:
         await session.setup()
     finally:
-        for node in session.nodes.values():
-            try:
-                await node.teardown()
-            except Exception:
-                log.exception("teardown of node %s after prewarm failed", node.name)
+        await session.teardown()
     return time.perf_counter() - start
 
 

@@ -42,11 +42,6 @@ log = logging.getLogger("flowvoice.transport")
 AUDIO_HEADER = struct.Struct("<II")
 """Server audio header: turn, sample rate (uint32 little-endian each)."""
 
-#: A played report this close to a turn's sent duration counts as all of it (client
-#: rounding must not leave a finished reply looking cut short).
-PLAYED_SNAP_S = 0.005
-#: Turns whose sent / played durations are remembered.
-KEEP_TURNS = 64
 DEFAULT_SAMPLE_RATE = 16000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
 
@@ -172,8 +167,6 @@ class WebSocketTransport:
         self.sample_rate = DEFAULT_SAMPLE_RATE
         #: Called with (turn, seconds) when the client reports how much of a turn it played.
         self.on_played: Callable[[int, float], None] | None = None
-        self._sent_s: dict[int, float] = {}
-        self._played_s: dict[int, float] = {}
         self.protocol_errors: Counter[str] = Counter()
         self._inbox: Channel[ClientAudio] = Channel(
             self.limits.inbox_chunks, Overflow.DROP_OLDEST, name="client audio"
@@ -204,11 +197,6 @@ class WebSocketTransport:
             self._room = anyio.Event()
             await self._room.wait()
         self._queued_audio += 1
-        if turn not in self._sent_s and len(self._sent_s) >= KEEP_TURNS:
-            oldest = next(iter(self._sent_s))
-            del self._sent_s[oldest]
-            self._played_s.pop(oldest, None)
-        self._sent_s[turn] = self._sent_s.get(turn, 0.0) + len(samples) / sample_rate
         self._push(turn, encode_audio(turn, sample_rate, samples))
 
     def send_event(self, event: dict[str, Any]) -> None:
@@ -259,20 +247,8 @@ class WebSocketTransport:
             control = parse_control(text, self.limits)
             if control["type"] == "hello":
                 self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
-            else:
-                self._played(control["turn"], control["ms"] / 1000)
-
-    def _played(self, turn: int, seconds: float) -> None:
-        """Record a client report; one within ``PLAYED_SNAP_S`` of the end means all of it."""
-        sent = self._sent_s.get(turn)
-        if sent is None:  # no audio of that turn was sent: nothing to record
-            return
-        if seconds >= sent - PLAYED_SNAP_S:
-            seconds = sent
-        if seconds > self._played_s.get(turn, -1.0):  # reports are cumulative
-            self._played_s[turn] = seconds
-            if self.on_played is not None:
-                self.on_played(turn, seconds)
+            elif self.on_played is not None:
+                self.on_played(control["turn"], control["ms"] / 1000)
 
     async def write_loop(self) -> None:
         """Send queued messages in order; after :meth:`close`, drain and close the socket.

@@ -11,6 +11,7 @@ from serving import speech_graph
 from speech_audio import speak, wer, write_wav
 
 from flowvoice.chat import ChatResult, replace_io, run_chat
+from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 
 QUESTION = "What is the capital of France?"
@@ -66,11 +67,11 @@ def test_barge_in_stops_the_reply_at_once_and_history_keeps_what_was_heard(
     (barge_in,) = events(result, "barge_in")
     interrupted = barge_in["turn"]
     assert events(result, "interrupt"), "the sink told the listener to flush"
-    last_sent = result.session.playback.last_sent_at(interrupted)
+    last_sent = Conversation.of_session(result.session).playback.last_sent_at(interrupted)
     assert last_sent is not None
     # No audio of the interrupted turn left after the decision (+100 ms of slack).
     assert last_sent * 1e9 <= barge_in["decided_ns"] + 100e6
-    played, complete = result.session.playback.heard_text(interrupted)
+    played, complete = Conversation.of_session(result.session).playback.heard_text(interrupted)
     assert not complete
 
     # The next turn answers the interruption.
@@ -96,7 +97,7 @@ def test_a_short_hum_during_the_reply_does_not_interrupt(tmp_path, slow_voice_gr
     assert not events(result, "barge_in")
     assert not events(result, "interrupt")
     (turn,) = result.turns
-    entry = result.session.playback
+    entry = Conversation.of_session(result.session).playback
     assert entry.heard_text(turn.turn, now=float("inf"))[1], "the whole reply was played"
     assert not any(m.interrupted for m in result.session.nodes["llm"].history.messages)
 

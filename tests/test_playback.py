@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowvoice.runtime.playback import PlaybackLedger
+from flowvoice.conversation.playback import PlaybackLedger
 
 
 def ledger_with_two_sentences() -> PlaybackLedger:

@@ -15,6 +15,7 @@ import pytest
 from harness import run_node
 
 from flowvoice.bench.server_process import free_port
+from flowvoice.conversation import Conversation
 from flowvoice.frames import AudioFrame, Sentence
 from flowvoice.nodes.tts_realtime import PA_FLOAT32, PA_INT16, pcm16
 from flowvoice.runtime.session import SessionError
@@ -96,7 +97,9 @@ async def test_engine_speaks_sentences_as_audio_frames():
     assert 2.0 < len(audio) / 22050 < 8.0
     assert np.sqrt(np.mean(audio.astype(np.float64) ** 2)) > 500  # speech, not silence
     assert "first_audio" in result.session.tracer.turns[0].marks
-    playback = result.session.playback  # the ledger maps audio time back to the sentences
+    playback = Conversation.of_session(
+        result.session
+    ).playback  # the ledger maps audio time back to the sentences
     playback.sent(0, len(audio) / 22050 + 0.01)
     heard, complete = playback.heard_text(0, now=time.monotonic() + 60)
     assert complete and heard == "Hello there, how are you today? The weather is lovely."

@@ -8,6 +8,7 @@ import pytest
 from harness import audio_steps, run_graph, run_node
 from speech_audio import conversation, wer
 
+from flowvoice.conversation import Conversation
 from flowvoice.frames import Transcript, UserTurn, VADEvent
 from flowvoice.nodes.turn import classify_ending
 
@@ -200,6 +201,7 @@ async def test_a_stretched_wait_ends_as_soon_as_the_held_reply_is_ready():
     # towards a second; the second one is ready at once, and waiting longer would only delay it.
     async def first_audio(context):
         context.mark("first_audio", context.turn)
+        Conversation.of(context).playback.add_audio(context.turn, 0.1)
 
     script = chain(
         paused_utterance("What time is it?", None),

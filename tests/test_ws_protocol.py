@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from flowvoice.conversation import Conversation
 from flowvoice.frames import AudioFrame, Frame
 from flowvoice.graph.registry import register
 from flowvoice.graph.spec import LoadedGraph, load_graph
@@ -283,14 +284,18 @@ def test_played_reports_feed_the_playback_ledger(echo_server: RunningServer) -> 
             ws.send(pcm(320, start=i * 320))
         recv_until(ws, lambda ms: len(audio(ms)) == 5)  # 100 ms of turn 0 sent
         ((session, _),) = echo_server.voice.live.values()
-        assert not session.playback.is_playing(0, now=later)
+        playback = Conversation.of_session(session).playback
+        assert not playback.is_playing(0, now=later)
         ws.send(json.dumps({"type": "played", "turn": 0, "ms": 40}))
-        wait_for(lambda: session.playback.is_playing(0, now=later), what="the played report")
+        wait_for(lambda: playback.is_playing(0, now=later), what="the played report")
         ws.send(json.dumps({"type": "played", "turn": 0, "ms": 20}))  # cumulative: ignored
         ws.send(json.dumps({"type": "played", "turn": 7, "ms": 20}))  # no such audio: ignored
         ws.send(json.dumps({"type": "played", "turn": 0, "ms": 99.0}))  # rounding: all of it
-        wait_for(lambda: not session.playback.is_playing(0, now=later), what="played to the end")
-        assert session.playback.heard_text(7) == ("", False)
+        wait_for(
+            lambda: not Conversation.of_session(session).playback.is_playing(0, now=later),
+            what="played to the end",
+        )
+        assert playback.heard_text(7) == ("", False)
 
 
 # -- malformed input ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from flowvoice.bench.e2e import QUESTIONS, RATE, speak
 from flowvoice.bench.e2e import measure as measure_e2e
 from flowvoice.bench.scripted import ScriptedMic
 from flowvoice.chat import replace_io, run_chat
+from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import load_graph
 from flowvoice.nodes.audio import write_wav
 
@@ -58,7 +59,7 @@ def measure_stops(graph_path: str, interruptions: int) -> tuple[list[float], lis
     onsets = [start for start, _ in mic.spoken[1:]]
     decisions, from_onset = [], []
     for event in (e for e in result.events if e["type"] == "barge_in"):
-        last = result.session.playback.last_sent_at(event["turn"])
+        last = Conversation.of_session(result.session).playback.last_sent_at(event["turn"])
         if last is None:
             continue
         last_ns = last * 1e9

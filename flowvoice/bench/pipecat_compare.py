@@ -103,7 +103,7 @@ class Trigger(Node):
     outputs = {"text": Port(Sentence)}
 
     async def run(self) -> None:
-        async for turn in self.context.transport.receive:
+        async for turn in self.context.service(_Turns).receive:
             await self.emit("text", Sentence(text="go", turn=turn))
 
 
@@ -140,7 +140,7 @@ class Player(Node):
         try:
             await anyio.sleep(PLAY_S)
         finally:
-            self.context.transport.played.append((frame.turn, start, time.monotonic_ns()))
+            self.context.service(_Turns).played.append((frame.turn, start, time.monotonic_ns()))
 
 
 def interrupt_yaml() -> str:
@@ -159,7 +159,7 @@ def interrupt_yaml() -> str:
 async def flowvoice_interrupts(repeats: int) -> dict[str, float]:
     """Interrupt propagation in flowvoice (see the module docstring)."""
     turns = _Turns()
-    session = Session(load_graph("<bench>", text=interrupt_yaml()), transport=turns)
+    session = Session(load_graph("<bench>", text=interrupt_yaml()), services=[turns])
     async with anyio.create_task_group() as tg:
         tg.start_soon(session.run)
         marks = await drive_turns(turns.send.send, session.new_turn, repeats)

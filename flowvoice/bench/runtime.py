@@ -40,7 +40,7 @@ class BenchSource(Node):
 
     async def run(self) -> None:
         samples = np.zeros(320, np.int16)
-        sink = self.context.transport
+        sink = self.context.service(_Probe)
         for _ in range(self.params.frames):
             await self.emit("audio", AudioFrame(samples=samples, sample_rate=16000))
             if self.params.one_at_a_time:
@@ -55,7 +55,7 @@ class BenchSink(Node):
     inputs = {"audio": Port(Frame)}
 
     async def process(self, port: str, frame: Frame) -> None:
-        probe = self.context.transport
+        probe = self.context.service(_Probe)
         probe.latencies_ns.append(time.monotonic_ns() - frame.t_ns)
         probe.arrived.set()
 
@@ -80,7 +80,7 @@ def chain_yaml(frames: int, one_at_a_time: bool) -> str:
 async def _run_chain(frames: int, one_at_a_time: bool) -> tuple[float, list[int]]:
     graph = load_graph("<bench>", text=chain_yaml(frames, one_at_a_time))
     probe = _Probe()
-    session = Session(graph, transport=probe)
+    session = Session(graph, services=[probe])
     start = time.perf_counter()
     await session.run()
     return time.perf_counter() - start, probe.latencies_ns

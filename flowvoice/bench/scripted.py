@@ -11,6 +11,7 @@ import anyio
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowvoice.conversation import Conversation
 from flowvoice.frames import AudioFrame
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, Port
@@ -73,7 +74,8 @@ class ScriptedMic(Node):
     def _cued(self, cue: Cue, waited: float) -> bool:
         if cue.assistant_s is None or waited >= cue.timeout_s:
             return True
-        return self.context.playback.heard_seconds(self.context.turn) >= cue.assistant_s
+        playback = Conversation.of(self.context).playback
+        return playback.heard_seconds(self.context.turn) >= cue.assistant_s
 
     async def _send(self, samples: np.ndarray) -> None:
         await anyio.sleep_until(self._next)

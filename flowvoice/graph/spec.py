@@ -84,8 +84,9 @@ class LoadedEdge:
     line: int | None
 
     @property
-    def label(self) -> str:
-        return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
+    def name(self) -> str:
+        """``source.port->target.port``: how channels, metrics and drop counts name the edge."""
+        return f"{self.source}.{self.source_port}->{self.target}.{self.target_port}"
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
+from flowvoice.conversation import Conversation
 from flowvoice.frames import Frame, TextDelta, UserTurn
 from flowvoice.node import Node, NodeParams, Port
 from flowvoice.nodes.chat_history import SYSTEM_PROMPT, ChatHistory
@@ -49,6 +50,7 @@ class StreamingLLM(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         p = self.params
+        self.conversation = Conversation.of(self.context)
         self.history = ChatHistory(p.system_prompt, max(1, p.history_turns + 1))
         self._reply_turn: int | None = None  # turn of the last recorded reply
 
@@ -83,7 +85,7 @@ class StreamingLLM(Node):
 
     def _record(self, turn: int, produced: str, outcome: str) -> None:
         unanswered = outcome == "failed" and not produced
-        cancelled_speculation = outcome == "cut" and not self.context.is_committed(turn)
+        cancelled_speculation = outcome == "cut" and not self.conversation.is_committed(turn)
         if unanswered or cancelled_speculation:
             if self.history.messages and self.history.messages[-1].role == "user":
                 self.history.messages.pop()
@@ -91,7 +93,7 @@ class StreamingLLM(Node):
         if outcome == "done":
             self.history.add_assistant(produced)
         else:  # cut short: keep what the user heard of it (all of it in a text-only graph)
-            playback = self.context.playback
+            playback = self.conversation.playback
             heard = playback.heard_text(turn)[0] if playback.knows(turn) else produced
             self.history.add_assistant(heard, interrupted=True)
         self._reply_turn = turn
@@ -100,11 +102,12 @@ class StreamingLLM(Node):
         last = self._reply_turn
         if last is None:
             return
-        if not self.context.is_committed(last):  # a speculated reply the user never got
+        conversation = self.conversation
+        if not conversation.is_committed(last):  # a speculated reply the user never got
             self.history.drop_last_exchange()
             self._reply_turn = None
-        elif self.context.speaker.paused or self.context.playback.is_playing(last):
+        elif conversation.voice.paused or conversation.playback.is_playing(last):
             # Paused: speech held the voice mid-reply and now interrupts it; a browser has
             # meanwhile played all it was sent, so the reply no longer looks like playing.
-            self.history.cut_last_reply(self.context.playback.heard_text(last)[0])
+            self.history.cut_last_reply(conversation.playback.heard_text(last)[0])
             self._reply_turn = None

@@ -99,7 +99,7 @@ class RemoteLLM(StreamingLLM):
         self.context.publish(
             "error",
             code="reply_failed",
-            turn=self.current_turn,
+            turn=self.context.frame_turn,
             node=self.name,
             message=f"{self.type_name}: {message}",
         )

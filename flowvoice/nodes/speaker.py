@@ -19,9 +19,10 @@ import anyio
 import numpy as np
 from pydantic import Field
 
+from flowvoice.conversation import Conversation
+from flowvoice.conversation.voice import SpeakerClock
 from flowvoice.frames import AudioFrame, Frame, TextDelta
 from flowvoice.node import Node, NodeParams, Port
-from flowvoice.runtime.speaker import SpeakerClock
 
 #: Paced audio goes out in slices of this many ms (a TTS chunk may hold a whole sentence).
 SLICE_MS = 40
@@ -52,6 +53,7 @@ class SpeakerSink(Node):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.conversation = Conversation.of(self.context)
         self._clock = SpeakerClock(self.params.lead_ms / 1000)
         #: Turn of the latest audio sent.
         self.audio_turn: int | None = None
@@ -66,7 +68,7 @@ class SpeakerSink(Node):
         raise NotImplementedError
 
     async def process(self, port: str, frame: Frame) -> None:
-        await self.context.wait_committed(frame.turn)
+        await self.conversation.wait_committed(frame.turn)
         if isinstance(frame, TextDelta):
             self.open_reply = None if frame.final else frame.turn
             self.context.publish(
@@ -102,11 +104,11 @@ class SpeakerSink(Node):
         for offset in range(0, len(frame.samples), step):
             piece = frame.samples[offset : offset + step]
             if self.params.lead_ms and turn >= self.context.turn:
-                await self._clock.pace(turn, len(piece) / rate, self.context.speaker)
+                await self._clock.pace(turn, len(piece) / rate, self.conversation.voice)
             if turn < self.context.turn:
                 return  # preempted: nothing more of this turn
             await self.deliver(turn, rate, piece)
-            self.context.playback.sent(turn, len(piece) / rate)
+            self.conversation.playback.sent(turn, len(piece) / rate)
             if turn != self.audio_turn:
                 self.audio_turn = turn
                 self.context.mark("first_audio_sent", turn)
@@ -115,6 +117,7 @@ class SpeakerSink(Node):
         """True while a reply streams or its sent audio has not finished playing."""
         if self.open_reply is not None:
             return True
-        if self.context.speaker.paused:  # held while a barge-in was being checked
+        if self.conversation.voice.paused:  # held while a barge-in was being checked
             return self.audio_turn is not None
-        return self.audio_turn is not None and self.context.playback.is_playing(self.audio_turn)
+        playback = self.conversation.playback
+        return self.audio_turn is not None and playback.is_playing(self.audio_turn)

@@ -26,6 +26,7 @@ import anyio.to_thread
 import numpy as np
 from pydantic import Field
 
+from flowvoice.conversation import Conversation
 from flowvoice.frames import AudioFrame, Frame, Sentence
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
@@ -46,6 +47,10 @@ class _TTSNode(Node):
     #: Output rate in Hz (set by setup).
     sample_rate: int = 22050
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conversation = Conversation.of(self.context)
+
     def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
         """Blocking: push int16 chunks of ``text`` as produced; stop soon after ``cancelled``."""
         raise NotImplementedError
@@ -55,7 +60,7 @@ class _TTSNode(Node):
         text = frame.text.strip()
         if not text:
             return
-        turn, playback = frame.turn, self.context.playback
+        turn, playback = frame.turn, self.conversation.playback
         playback.begin_sentence(turn, text)
 
         async def send(samples: np.ndarray) -> None:

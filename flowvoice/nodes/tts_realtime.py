@@ -155,7 +155,7 @@ class RealtimeTTSNode(_TTSNode):
                 functools.partial(
                     self.context.publish,
                     "error",
-                    turn=self.current_turn,
+                    turn=self.context.frame_turn,
                     node=self.name,
                     message=f"{self.type_name}: the engine failed to synthesize {text[:60]!r}",
                 )

@@ -7,20 +7,10 @@ uses a fixed one. Speech that resumes before the wait expires continues the same
 Committing raises the session's turn (preempting older replies), records the latency-trace
 marks, publishes a ``user_turn`` event and emits one ``UserTurn``.
 
-Barge-in: speech that starts while the assistant is still speaking pauses its voice; once it
-has lasted ``barge_in_min_speech_ms`` (and has ``barge_in_min_words`` in the partial
-transcript) the turn is raised, which stops the LLM, TTS and every queued frame of the reply
-and makes the sink tell the listener to flush. Shorter speech (a cough, "mm-hm") resumes the
-voice where it paused. The browser's echo cancellation keeps the assistant's own voice out of
-the microphone; the minimum speech time is the server-side guard against what leaks through.
-
-Speculation (``speculate: true``): as soon as the speech pauses and the STT's ``stable``
-transcript of it is in (or, failing that, the final transcript), a speculative turn starts
-the reply while the silence wait runs; sinks hold its output. If the user stays silent and
-the final transcript matches, the turn commits and the held reply goes out at once; if they
-speak on or the text changes, it is cancelled (and the LLM forgets it). The wait is then
-stretched to the measured time the reply needs, since waiting that long costs nothing and
-gives the user more time to go on.
+The same node feeds the conversation's policies the speech and transcripts it sees: barge-in
+(:mod:`flowvoice.conversation.bargein`: does speech during the reply interrupt it?) and
+speculation (:mod:`flowvoice.conversation.speculation`: start the reply on the transcript of
+a pause, release it when the turn commits).
 """
 
 from __future__ import annotations
@@ -32,9 +22,12 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field, model_validator
 
+from flowvoice.conversation import Conversation
+from flowvoice.conversation.bargein import BargeIn, BargeInParams
+from flowvoice.conversation.speculation import Speculation, SpeculationParams
 from flowvoice.frames import Frame, Transcript, UserTurn, VADEvent
 from flowvoice.graph.registry import register
-from flowvoice.node import Node, NodeParams, Port
+from flowvoice.node import Node, Port
 
 Ending = Literal["complete", "incomplete", "open"]
 
@@ -70,37 +63,8 @@ def classify_ending(text: str) -> Ending:
     return "complete" if text[-1] == "." else "open"
 
 
-class ConversationParams(NodeParams):
+class ConversationParams(BargeInParams, SpeculationParams):
     """Barge-in and speculation settings shared by the turn nodes."""
-
-    barge_in: bool = Field(True, description="Let the user interrupt the assistant by speaking.")
-    barge_in_min_speech_ms: int = Field(
-        400,
-        ge=0,
-        le=5000,
-        description="Speech must last this long while the assistant speaks to interrupt it "
-        "(coughs and 'mm-hm' do not; also the guard against echo the browser lets through).",
-    )
-    barge_in_confirm_ms: int = Field(
-        250,
-        ge=0,
-        le=5000,
-        description="Extra wait before deciding, so speech that already stopped can be seen to "
-        "have stopped: set it to the VAD's min_silence_ms (the assistant is paused meanwhile).",
-    )
-    barge_in_min_words: int = Field(
-        0, ge=0, le=20, description="Words the partial transcript must also hold (0: any)."
-    )
-    resume_false_interruption: bool = Field(
-        True,
-        description="Pause the assistant when speech starts and resume it if the speech ends "
-        "before it qualifies as a barge-in.",
-    )
-    speculate: bool = Field(
-        False,
-        description="Start the reply on the transcript of the pause while the silence wait "
-        "runs; release it when the turn commits, cancel it if the user speaks on.",
-    )
 
 
 class _TurnNode(Node):
@@ -109,9 +73,13 @@ class _TurnNode(Node):
         "transcript": Port(Transcript, doc="final transcripts; partials count barge-in words"),
     }
     outputs = {"user_turn": Port(UserTurn)}
+    params: ConversationParams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        conversation = Conversation.of(self.context)
+        self.barge_in = BargeIn(conversation, self.params)
+        self.speculation = Speculation(conversation) if self.params.speculate else None
         self._texts: list[str] = []
         self._speaking = False
         self._paused = False  # speaking, but the VAD reported a pause
@@ -121,21 +89,15 @@ class _TurnNode(Node):
         self._end: VADEvent | None = None
         self._final: Transcript | None = None
         self._changed = anyio.Event()
-        self._partial_words = 0
-        self._barge_start: VADEvent | None = None  # speech that may interrupt the assistant
-        self._ignore_finals = 0  # finals of false alarms (backchannels) still to come
-        self._speculation: tuple[int, str] | None = None  # (turn, text) held by the sinks
-        self._ready_ms = 0.0  # measured end-of-speech -> first reply audio of speculations
-        self._last_speculated: int | None = None
         self._stretched = False  # the wait is stretched until the held reply is ready
 
     def wait_ms(self, text: str) -> int:
         """Silence after the end of speech needed to commit a turn ending with ``text``."""
         raise NotImplementedError
 
-    @property
-    def conversation(self) -> ConversationParams:
-        return self.params  # type: ignore[return-value]
+    def max_wait_ms(self) -> int:
+        """The longest silence this node ever waits."""
+        return self.wait_ms("")
 
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, VADEvent):
@@ -146,10 +108,12 @@ class _TurnNode(Node):
                 self._speech_ended(frame)
             elif frame.kind == "start":
                 self._speaking = True
-                await self._speech_started(frame)
+                self.barge_in.words_heard(0)
+                if not await self._cancel_speculation():  # the user went on: no barge-in
+                    self.barge_in.speech_started(frame)
         elif isinstance(frame, Transcript):
             if not frame.final:
-                self._partial_words = len(frame.text.split())
+                self.barge_in.words_heard(len(frame.text.split()))
                 if frame.stable and self._paused:
                     self._stable = frame.text.strip()
             elif self._awaiting:
@@ -162,85 +126,50 @@ class _TurnNode(Node):
         self._speaking = False
         self._end = end
         self._awaiting += 1
-        if self._barge_start is not None:  # too short to interrupt: a false alarm
-            self._barge_start = None
-            self._ignore_finals += 1  # "hmm" must not become a user turn either
-            self.context.speaker.resume()
+        self.barge_in.speech_ended()
         if self._early_finals:
             self._final_arrived(self._early_finals.pop(0))
 
     def _final_arrived(self, final: Transcript) -> None:
         """Take the final transcript of the oldest speech end still waiting for one."""
         self._awaiting -= 1
-        if self._ignore_finals:
-            self._ignore_finals -= 1
-        else:
-            if final.text.strip():
-                self._texts.append(final.text.strip())
-            self._final = final
+        if self.barge_in.is_false_alarm():
+            return
+        if final.text.strip():
+            self._texts.append(final.text.strip())
+        self._final = final
 
     async def _cancel_speculation(self) -> bool:
-        """Drop the speculated reply (the user goes on); whether there was one."""
-        if self._speculation is None:
-            return False
-        self._speculation = None
-        await self.context.new_turn("speculation cancelled")
-        return True
-
-    async def _speech_started(self, start: VADEvent) -> None:
-        self._partial_words = 0
-        if await self._cancel_speculation():
-            return
-        playback, turn = self.context.playback, self.context.turn
-        if self.conversation.barge_in and playback.is_playing(turn):
-            self._barge_start = start
-            if self.conversation.resume_false_interruption:
-                self.context.speaker.pause()
-
-    def _barge_in_due_ns(self) -> int | None:
-        """When the speech that started during the reply qualifies as a barge-in."""
-        start, p = self._barge_start, self.conversation
-        if start is None or self._partial_words < p.barge_in_min_words:
-            return None
-        return start.t_ns + (p.barge_in_min_speech_ms + p.barge_in_confirm_ms) * 1_000_000
+        return self.speculation is not None and await self.speculation.cancel()
 
     def _deadline_ns(self) -> int | None:
         """When the pending turn commits if nothing changes; None while it cannot."""
         if self._speaking or self._awaiting or self._end is None or self._final is None:
             return None
         wait = base = self.wait_ms(self._texts[-1] if self._texts else "")
-        if self.conversation.speculate and not self._held_reply_ready():
-            wait = max(base, min(self._ready_ms, self.max_wait_ms()))
+        if self.speculation is not None:
+            wait = self.speculation.wait_ms(base, self.max_wait_ms())
         self._stretched = wait > base
         return self._end.t_ns + int(wait * 1_000_000)
-
-    def _held_reply_ready(self) -> bool:
-        """The speculated reply's first audio exists (the sinks hold it): the stretch, an
-        estimate of when it would be, can end."""
-        trace = self.context.trace(self._speculation[0]) if self._speculation else None
-        return trace is not None and "first_audio" in trace.marks
-
-    def max_wait_ms(self) -> int:
-        """The longest silence this node ever waits."""
-        return self.wait_ms("")
 
     def _speculation_text(self, deadline: int | None) -> str | None:
         """What to speculate on: the finals so far once the turn can commit, or while the
         speech pauses, those plus the pause's transcript; None when there is nothing yet."""
         if deadline is not None:
             return " ".join(self._texts) or None
-        if self._paused and self._stable and self._barge_start is None:
+        if self._paused and self._stable and not self.barge_in.pending:
             return " ".join([*self._texts, self._stable])
         return None
 
     async def run(self) -> None:
         while True:
             self._changed = anyio.Event()
-            barge_in = self._barge_in_due_ns()
+            barge_in = self.barge_in.due_ns()
             deadline = self._deadline_ns()
-            text = self._speculation_text(deadline) if self.conversation.speculate else None
-            if text is not None and (self._speculation is None or self._speculation[1] != text):
-                await self._speculate(text)
+            if self.speculation is not None:
+                text = self._speculation_text(deadline)
+                if text is not None and self.speculation.text != text:
+                    await self.emit("user_turn", await self.speculation.start(text))
             due = min((t for t in (barge_in, deadline) if t is not None), default=None)
             if due is None:
                 await self._changed.wait()
@@ -253,31 +182,9 @@ class _TurnNode(Node):
                     await self._changed.wait()
                 continue  # the next pass commits once the due time has come
             if due == barge_in:
-                await self._barge_in()
+                await self.barge_in.interrupt()
             else:
                 await self._commit()
-
-    async def _barge_in(self) -> None:
-        self._barge_start = None
-        interrupted = self.context.turn
-        decided_ns = time.monotonic_ns()
-        await self.context.new_turn("barge-in")
-        self.context.publish("barge_in", turn=interrupted, decided_ns=decided_ns)
-
-    async def _speculate(self, text: str) -> None:
-        """Start the reply to ``text``; sinks hold it until the turn commits."""
-        if self._last_speculated is not None:
-            self._update_ready_ms(self._last_speculated)
-        turn = await self.context.new_turn("speculative", speculative=True)
-        self._speculation = (turn, text)
-        self._last_speculated = turn
-        await self.emit("user_turn", UserTurn(turn=turn, text=text))
-
-    def _update_ready_ms(self, turn: int) -> None:
-        trace = self.context.trace(turn)
-        ready = trace.latencies_ms().get("first_audio") if trace else None
-        if ready is not None:
-            self._ready_ms = ready if not self._ready_ms else 0.7 * self._ready_ms + 0.3 * ready
 
     async def end_of_stream(self) -> None:
         while self._early_finals:
@@ -292,19 +199,16 @@ class _TurnNode(Node):
         if not texts:  # only noise was heard
             return
         text = " ".join(texts)
-        speculation, self._speculation = self._speculation, None
-        if speculation is not None and speculation[1] == text:
-            turn = speculation[0]
-            self.context.commit(turn)
-        else:
-            turn = await self.context.new_turn("user_turn")
+        end_ns = end.t_ns if end is not None else None
+        released = self.speculation.release(text, end_ns) if self.speculation else None
+        turn = released if released is not None else await self.context.new_turn("user_turn")
         if end is not None:
             self.context.mark("speech_end", turn, t_ns=end.t_ns)
         if final is not None:
             self.context.mark("final_transcript", turn, t_ns=final.t_ns)
         self.context.mark("turn_committed", turn)
         self.context.publish("user_turn", turn=turn, text=text)
-        if speculation is None or turn != speculation[0]:
+        if released is None:
             await self.emit("user_turn", UserTurn(turn=turn, text=text))
 
 

@@ -12,13 +12,14 @@ from pydantic import Field
 from flowvoice.frames import AudioFrame
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
+from flowvoice.nodes.audio import Resampler
 from flowvoice.nodes.speaker import SpeakerSink
 from flowvoice.transport import WebSocketTransport
 
 
 def _transport(node: Node) -> WebSocketTransport:
-    transport = node.context.transport
-    if not isinstance(transport, WebSocketTransport):
+    transport = node.context.service(WebSocketTransport)
+    if transport is None:
         raise NodeSetupError(
             f"{node.type_name} needs a browser connection: serve the graph with "
             "`flowvoice run`, or use `flowvoice chat` to run it on a WAV file"
@@ -44,20 +45,17 @@ class WebSocketSource(Node):
     params: SourceParams
 
     async def run(self) -> None:
-        import soxr
-
         transport = _transport(self)
         rate = self.params.sample_rate
         step = rate * self.params.frame_ms // 1000
         pending = np.zeros(0, np.int16)
-        resampler, resampler_rate = None, rate
+        resampler: Resampler | None = None
         async for chunk in transport.audio():
             samples = chunk.samples
             if chunk.sample_rate != rate:
-                if resampler is None or resampler_rate != chunk.sample_rate:
-                    resampler = soxr.ResampleStream(chunk.sample_rate, rate, 1, dtype="int16")
-                    resampler_rate = chunk.sample_rate
-                samples = resampler.resample_chunk(samples)
+                if resampler is None or resampler.in_rate != chunk.sample_rate:
+                    resampler = Resampler(chunk.sample_rate, rate)
+                samples = resampler(samples)
             pending = np.concatenate([pending, samples]) if len(pending) else samples
             while len(pending) >= step:
                 frame, pending = pending[:step], pending[step:]

@@ -1,4 +1,4 @@
-"""One conversation: node instances and bounded channels built from a validated graph.
+"""One session: node instances and bounded channels built from a validated graph, run to the end.
 
 Each node runs as a task in the session's task group. Input frames are delivered to
 :meth:`Node.process` one at a time; a node with several inbound edges reads them
@@ -8,7 +8,11 @@ node, which then forwards ``EndOfStream`` downstream. A node error ends the sess
 
 Turns and preemption: :meth:`Session.new_turn` raises the session's turn. Preemptible
 nodes have the frame they are processing cancelled (a cancel scope per dispatch), drop
-frames of older turns on read, and every node's ``on_interrupt`` hook runs.
+frames of older turns on read and on emit, every node's ``on_interrupt`` hook runs, then
+every turn hook (:meth:`Session.on_new_turn`).
+
+The session knows nothing of voices or conversations: layers above keep their per-session
+state in objects the session hands out (:meth:`Session.shared`) or was given (``services``).
 """
 
 from __future__ import annotations
@@ -18,18 +22,16 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-from flowvoice.frames import EndOfStream, Frame
+from flowvoice.frames import UNSTAMPED, EndOfStream, Frame
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.node import Node, NodeStalled
 from flowvoice.runtime.channel import Channel, ChannelClosed, Overflow
-from flowvoice.runtime.playback import PlaybackLedger
 from flowvoice.runtime.resources import ResourceCache, shared_resources
-from flowvoice.runtime.speaker import SpeakerGate
 from flowvoice.runtime.trace import Tracer, TurnTrace
 
 if sys.version_info < (3, 11):
@@ -38,7 +40,9 @@ if sys.version_info < (3, 11):
 log = logging.getLogger("flowvoice.session")
 _session_ids = itertools.count(1)
 
+T = TypeVar("T")
 EventListener = Callable[[dict[str, Any]], None]
+TurnHook = Callable[[int], None]
 
 
 class SessionError(RuntimeError):
@@ -74,122 +78,118 @@ class StallWatch:
 
 
 class NodeContext:
-    """What a node may ask of its session."""
+    """The runtime's :class:`flowvoice.node.NodeContext`: one node's outputs and its session."""
 
-    def __init__(self, session: Session, node_name: str):
+    def __init__(self, session: Session, node_name: str, preemptible: bool):
         self._session = session
         self.node_name = node_name
-        self._task_group: TaskGroup | None = None
-
-    @property
-    def session_id(self) -> int:
-        return self._session.id
+        self._preemptible = preemptible
+        self.outputs: dict[str, list[Channel[Frame]]] = {}
+        #: Turn of the frame being processed; stamps what the node emits meanwhile.
+        self.processing_turn = UNSTAMPED
+        #: Set while a frame is processed under a stall timeout.
+        self.stall_watch: StallWatch | None = None
+        self.task_group: TaskGroup | None = None
 
     @property
     def turn(self) -> int:
-        """The session's current turn."""
         return self._session.turn
+
+    @property
+    def frame_turn(self) -> int:
+        """Turn of the frame being processed, else the session's current turn."""
+        return self.processing_turn if self.processing_turn != UNSTAMPED else self.turn
 
     @property
     def resources(self) -> ResourceCache:
         return self._session.resources
 
-    @property
-    def playback(self) -> PlaybackLedger:
-        """What the assistant said per turn and how much of it the user heard."""
-        return self._session.playback
+    async def emit(self, port: str, frame: Frame) -> None:
+        if frame.turn == UNSTAMPED:
+            frame.turn = self.frame_turn
+        if self._preemptible and frame.turn < self._session.turn:
+            return
+        if self.stall_watch is not None:
+            self.stall_watch.progress()
+        for channel in self.outputs[port]:
+            await channel.send(frame)
 
-    @property
-    def transport(self) -> Any:
-        """The session's I/O endpoint (e.g. the WebSocket connection), or None."""
-        return self._session.transport
+    def publish(self, event_type: str, **data: Any) -> None:
+        self._session.publish({"type": event_type, **data})
 
     def mark(self, stage: str, turn: int | None = None, t_ns: int | None = None) -> None:
-        """Record a latency-trace stage for ``turn`` (default: the current turn)."""
         self._session.tracer.mark(self.turn if turn is None else turn, stage, t_ns)
 
     def trace(self, turn: int) -> TurnTrace | None:
         return self._session.tracer.turns.get(turn)
 
-    def publish(self, event_type: str, **data: Any) -> None:
-        """Send an event (transcripts, errors, ...) to the session's listeners."""
-        self._session.publish({"type": event_type, **data})
+    async def new_turn(self, reason: str = "turn") -> int:
+        return await self._session.new_turn(reason)
 
-    async def new_turn(self, reason: str = "turn", speculative: bool = False) -> int:
-        """Raise the session's turn, preempting older work; returns the new turn.
+    def service(self, kind: type[T]) -> T | None:
+        return self._session.service(kind)
 
-        A ``speculative`` turn's output is held by sinks until :meth:`commit` releases it.
-        """
-        return await self._session.new_turn(reason, speculative)
-
-    def commit(self, turn: int) -> None:
-        """Release a speculative turn: its held and future output goes out."""
-        self._session.commit(turn)
-
-    def is_committed(self, turn: int) -> bool:
-        """False for a speculative turn not (or never to be) committed."""
-        return self._session.is_committed(turn)
-
-    async def wait_committed(self, turn: int) -> None:
-        """Return once ``turn`` is committed (at once for ordinary turns)."""
-        await self._session.wait_committed(turn)
-
-    @property
-    def speaker(self) -> SpeakerGate:
-        """Pauses assistant audio while a possible barge-in is being checked."""
-        return self._session.speaker
+    def shared(self, kind: type[T]) -> T:
+        return self._session.shared(kind)
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        if self._task_group is None:
+        if self.task_group is None:
             raise RuntimeError("start_soon() is only available while the node runs")
-        self._task_group.start_soon(fn, *args)
+        self.task_group.start_soon(fn, *args)
 
 
 class Session:
-    """Runs one instance of a graph until its sources end, it is cancelled, or a node fails."""
+    """Runs one instance of a graph until its sources end, it is cancelled, or a node fails.
+
+    ``services`` are objects nodes look up by type (:meth:`service`), e.g. the connection's
+    transport.
+    """
 
     def __init__(
         self,
         graph: LoadedGraph,
         resources: ResourceCache | None = None,
-        overrides: dict[str, dict[str, Any]] | None = None,
-        transport: Any = None,
+        services: Iterable[object] = (),
     ):
         self.id = next(_session_ids)
         self.graph = graph
         self.resources = resources or shared_resources
-        self.transport = transport
         self.turn = 0
         self.listeners: list[EventListener] = []
         self.tracer = Tracer(on_complete=self._publish_metrics)
-        self.playback = PlaybackLedger()
-        self.speaker = SpeakerGate(self.playback, self._publish_voice_state)
-        self._uncommitted: dict[int, anyio.Event] = {}
         self.stale_dropped = 0
+        self._services: dict[type, object] = {type(s): s for s in services}
+        self._shared: dict[type, object] = {}
+        self._turn_hooks: list[TurnHook] = []
         self.nodes: dict[str, Node] = {}
         self._contexts: dict[str, NodeContext] = {}
         for name, spec in graph.nodes.items():
-            context = NodeContext(self, name)
-            params = spec.params
-            if overrides and name in overrides:
-                params = spec.node_type.Params.model_validate(
-                    {**params.model_dump(), **overrides[name]}
-                )
-            self.nodes[name] = spec.node_type(name, params, context)
+            context = NodeContext(self, name, spec.node_type.preemptible)
+            context.outputs = {port: [] for port in spec.node_type.outputs}
+            self.nodes[name] = spec.node_type(name, spec.params, context)
             self._contexts[name] = context
         self.edges: list[Edge] = []
         self._inbound: dict[str, list[Edge]] = {name: [] for name in self.nodes}
         for e in graph.edges:
-            channel: Channel[Frame] = Channel(
-                e.buffer,
-                Overflow(e.overflow),
-                name=f"{e.source}.{e.source_port}->{e.target}.{e.target_port}",
-            )
+            channel: Channel[Frame] = Channel(e.buffer, Overflow(e.overflow), name=e.name)
             edge = Edge(e.source, e.source_port, e.target, e.target_port, channel)
             self.edges.append(edge)
-            self.nodes[e.source]._out[e.source_port].append(channel)
+            self._contexts[e.source].outputs[e.source_port].append(channel)
             self._inbound[e.target].append(edge)
         self._inflight: dict[str, anyio.CancelScope] = {}
+
+    # -- services ----------------------------------------------------------------------------
+    def service(self, kind: type[T]) -> T | None:
+        """The service of type ``kind`` this session was started with, or None."""
+        found = self._services.get(kind)
+        return found if isinstance(found, kind) else None
+
+    def shared(self, kind: type[T]) -> T:
+        """The session's one instance of ``kind``, made as ``kind(self)`` on first use."""
+        found = self._shared.get(kind)
+        if not isinstance(found, kind):
+            found = self._shared[kind] = kind(self)  # type: ignore[call-arg]
+        return found
 
     # -- events ------------------------------------------------------------------------------
     def subscribe(self, listener: EventListener) -> None:
@@ -199,9 +199,6 @@ class Session:
         for listener in self.listeners:
             listener(event)
 
-    def _publish_voice_state(self, paused: bool) -> None:
-        self.publish({"type": "voice_paused" if paused else "voice_resumed", "turn": self.turn})
-
     def _publish_metrics(self, trace: TurnTrace) -> None:
         self.publish({"type": "metrics", "turn": trace.turn, "latency_ms": trace.latencies_ms()})
 
@@ -210,33 +207,21 @@ class Session:
         return {e.channel.name: e.channel.dropped for e in self.edges}
 
     # -- turns -------------------------------------------------------------------------------
-    async def new_turn(self, reason: str = "turn", speculative: bool = False) -> int:
+    def on_new_turn(self, hook: TurnHook) -> None:
+        """Call ``hook(turn)`` after every raise of the turn, once the nodes have been told."""
+        self._turn_hooks.append(hook)
+
+    async def new_turn(self, reason: str = "turn") -> int:
         """Raise the turn: cancel preemptible in-flight work and tell every node."""
         self.turn += 1
-        for stale in [t for t in self._uncommitted if t < self.turn - 64]:
-            del self._uncommitted[stale]
-        if speculative:
-            self._uncommitted[self.turn] = anyio.Event()
         for scope in self._inflight.values():
             scope.cancel()
         for node in self.nodes.values():
             await node.on_interrupt(self.turn)
-        self.speaker.resume()  # after on_interrupt: a paused speaker was still speaking
+        for hook in self._turn_hooks:
+            hook(self.turn)
         log.debug("session %d: turn %d (%s)", self.id, self.turn, reason)
         return self.turn
-
-    def commit(self, turn: int) -> None:
-        event = self._uncommitted.pop(turn, None)
-        if event is not None:
-            event.set()
-
-    def is_committed(self, turn: int) -> bool:
-        return turn not in self._uncommitted
-
-    async def wait_committed(self, turn: int) -> None:
-        event = self._uncommitted.get(turn)
-        if event is not None:
-            await event.wait()
 
     # -- running -----------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -246,6 +231,15 @@ class Session:
                 await node.setup()
             except Exception as exc:
                 raise SessionError(name, node.type_name, exc) from exc
+
+    async def teardown(self) -> None:
+        """Release every node's per-session resources; a failing teardown is only logged."""
+        with anyio.CancelScope(shield=True):
+            for node in self.nodes.values():
+                try:
+                    await node.teardown()
+                except Exception:
+                    log.exception("teardown of node %s failed", node.name)
 
     async def run(self) -> None:
         """Set up every node, then run them all until the graph ends."""
@@ -261,19 +255,14 @@ class Session:
                     raise
                 raise error from error.error
         finally:
-            with anyio.CancelScope(shield=True):
-                for node in self.nodes.values():
-                    try:
-                        await node.teardown()
-                    except Exception:
-                        log.exception("teardown of node %s failed", node.name)
+            await self.teardown()
 
     async def _run_node(self, node: Node) -> None:
         context = self._contexts[node.name]
         inbound = self._inbound[node.name]
         try:
             async with anyio.create_task_group() as tg:
-                context._task_group = tg
+                context.task_group = tg
                 if inbound:
                     tg.start_soon(node.run)
                     await self._read_inputs(node, inbound)
@@ -281,14 +270,14 @@ class Session:
                 else:
                     await node.run()
                 tg.cancel_scope.cancel()
-            for channels in node._out.values():
+            for channels in context.outputs.values():
                 for channel in channels:
                     await channel.send(EndOfStream(turn=self.turn))
         except Exception as exc:
             error = _leaf_error(exc)
             raise SessionError(node.name, node.type_name, error) from error
         finally:
-            context._task_group = None
+            context.task_group = None
 
     async def _read_inputs(self, node: Node, inbound: list[Edge]) -> None:
         if len(inbound) == 1:
@@ -319,7 +308,7 @@ class Session:
                     await self._dispatch(node, port, frame)
 
     async def _dispatch(self, node: Node, port: str, frame: Frame) -> None:
-        node.current_turn = frame.turn
+        self._contexts[node.name].processing_turn = frame.turn
         if not node.preemptible:
             await self._process(node, port, frame)
             return
@@ -338,12 +327,13 @@ class Session:
         if timeout is None:
             await node.process(port, frame)
             return
-        watch = node.stall_watch = StallWatch(timeout)
+        context = self._contexts[node.name]
+        watch = context.stall_watch = StallWatch(timeout)
         try:
             with watch.scope:
                 await node.process(port, frame)
         finally:
-            node.stall_watch = None
+            context.stall_watch = None
         if watch.scope.cancelled_caught:
             raise NodeStalled(
                 f"no progress for {timeout:g} s while processing {type(frame).__name__} "

@@ -43,10 +43,6 @@ class TurnTrace:
             stage: (self.marks[stage] - origin) / 1e6 for stage in STAGES[1:] if stage in self.marks
         }
 
-    @property
-    def voice_to_voice_ms(self) -> float | None:
-        return self.latencies_ms().get("first_audio_sent")
-
 
 class Tracer:
     """Collects the traces of a session's turns (the most recent ``keep`` of them).

@@ -30,6 +30,8 @@ class TurnPlayback:
     played_s: float | None = None
     first_sent_at: float | None = None
     last_sent_at: float | None = None
+    #: Monotonic time TTS produced the turn's first audio (whether or not it was sent).
+    first_audio_at: float | None = None
 
     @property
     def audio_s(self) -> float:
@@ -90,6 +92,8 @@ class PlaybackLedger:
         if not entry.sentences:
             entry.sentences.append(_Spoken(""))
         entry.sentences[-1].seconds += seconds
+        if entry.first_audio_at is None:
+            entry.first_audio_at = time.monotonic()
 
     def sent(self, turn: int, seconds: float) -> None:
         """A sink sent ``seconds`` of the turn's audio to the listener."""
@@ -100,8 +104,19 @@ class PlaybackLedger:
         entry.sent_s += seconds
 
     def played(self, turn: int, seconds: float) -> None:
-        """The client reports it has played ``seconds`` of the turn's audio."""
-        self._turn(turn).played_s = seconds
+        """The client reports it has played ``seconds`` of the turn's audio (cumulative).
+
+        A report for a turn with no sent audio is ignored; one within ``PLAYED_TOLERANCE_S``
+        of the sent duration counts as all of it (client rounding must not leave a finished
+        reply looking cut short); an older, smaller report never lowers a newer one.
+        """
+        entry = self._turns.get(turn)
+        if entry is None or entry.first_sent_at is None:
+            return
+        if seconds >= entry.sent_s - PLAYED_TOLERANCE_S:
+            seconds = entry.sent_s
+        if entry.played_s is None or seconds > entry.played_s:
+            entry.played_s = seconds
 
     def is_playing(self, turn: int, now: float | None = None) -> bool:
         """True while sent audio of ``turn`` has not finished playing."""
@@ -118,6 +133,11 @@ class PlaybackLedger:
     def knows(self, turn: int) -> bool:
         """True once any of ``turn``'s reply was spoken (a sentence reached TTS)."""
         return turn in self._turns
+
+    def first_audio_at(self, turn: int) -> float | None:
+        """Monotonic time TTS produced ``turn``'s first audio (None if it has not)."""
+        entry = self._turns.get(turn)
+        return entry.first_audio_at if entry else None
 
     def last_sent_at(self, turn: int) -> float | None:
         """Monotonic time the last audio of ``turn`` was sent (None if none was)."""

@@ -1,4 +1,4 @@
-"""Real-time pacing of assistant audio, and holding it while a possible barge-in is checked.
+"""The assistant's voice: real-time pacing, and holding it while a possible barge-in is checked.
 
 Sinks send assistant audio at most ``lead_s`` ahead of real time instead of as fast as TTS
 makes it. The listener's buffer then holds only that lead, so an interrupt stops the voice
@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 import anyio
 
-from flowvoice.runtime.playback import PlaybackLedger
+from flowvoice.conversation.playback import PlaybackLedger
 
 
 class SpeakerGate:
     """Session-wide switch: paused while the turn detector checks whether speech is a barge-in.
 
     The playback ledger is told too, so its estimate of what the user heard holds still, and
-    ``on_change(paused)`` (the session publishes ``voice_paused`` / ``voice_resumed``, so a
-    browser holds the lead it has already received too).
+    ``on_change(paused)`` (the conversation publishes ``voice_paused`` / ``voice_resumed``, so
+    a browser holds the lead it has already received too).
     """
 
     def __init__(
