@@ -56,7 +56,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin flowvoice
 COPY --from=build /opt/venv /opt/venv
-COPY graphs /app/graphs
+# the shipped graphs, also at graphs/ so that `run graphs/NAME.yaml` works as in the repository
+# (`run NAME` finds them inside the package from any folder)
+COPY flowvoice/graphs /app/graphs
 ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/home/flowvoice/.cache/huggingface \
     COQUI_MODEL_PATH=/home/flowvoice/.cache/flowvoice/coqui \

@@ -10,16 +10,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowvoice import __version__
+from flowvoice.graph.shipped import shipped_graphs
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 EXAMPLES = """\
+GRAPH is a graph YAML file, or the name of a graph shipped in flowvoice/graphs/ (works
+from any folder): {names}.
+
 examples:
-  flowvoice run graphs/default.yaml                      serve the browser chat on 127.0.0.1:8000
-  flowvoice chat graphs/default.yaml --input q.wav --output reply.wav
-  flowvoice run graphs/default.yaml --set llm.params.temperature=0.2
-  flowvoice viz graphs/default.yaml -o graph.svg         (.svg/.png need Graphviz's dot)
-  flowvoice validate graphs/*.yaml
+  flowvoice run default                                  serve the browser chat on 127.0.0.1:8000
+  flowvoice chat default --input q.wav --output reply.wav
+  flowvoice run default --set llm.params.temperature=0.2
+  flowvoice run graphs/default.yaml                      a path works too (here: in the repository)
+  flowvoice viz default -o graph.svg                     (.svg/.png need Graphviz's dot)
+  flowvoice validate default light my_graph.yaml
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
 """
@@ -33,8 +38,15 @@ class CliError(Exception):
         self.code = code
 
 
+def _graph_help() -> str:
+    return (
+        "graph YAML file, or the name of a shipped graph "
+        f"({', '.join(shipped_graphs())}), e.g. default"
+    )
+
+
 def _add_graph_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("graph", help="graph YAML file, e.g. graphs/default.yaml")
+    parser.add_argument("graph", help=_graph_help())
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -49,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowvoice",
         description="Real-time AI voice chat where the whole agent is a YAML graph.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES.format(names=", ".join(shipped_graphs())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowvoice {__version__}")
@@ -82,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("-o", "--output", help="output file (default: print Graphviz dot to stdout)")
 
     validate = sub.add_parser("validate", help="check graph files without loading any model")
-    validate.add_argument("graphs", nargs="+", metavar="GRAPH", help="graph YAML file(s)")
+    validate.add_argument(
+        "graphs", nargs="+", metavar="GRAPH", help="graph YAML file(s) or shipped graph name(s)"
+    )
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
 
     nodes = sub.add_parser("nodes", help="list node types, or show one type's ports and params")
@@ -100,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph to measure (e2e, bargein: graphs/default.yaml; load: default and light)",
+        help="graph file or shipped name (e2e, bargein: default; load: default and light)",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
     bench.add_argument("--json", help="load: keep results in this JSON file")
@@ -232,11 +246,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.name == "load":
         from flowvoice.bench.load import main as bench_load
 
-        graphs = args.graph or ["graphs/default.yaml", "graphs/light.yaml"]
+        graphs = args.graph or ["default", "light"]
         return bench_load(
             graphs, args.sessions, args.questions, args.markdown, args.plot, args.json
         )
-    graph = (args.graph or ["graphs/default.yaml"])[0]
+    graph = (args.graph or ["default"])[0]
     if args.name == "bargein":
         from flowvoice.bench.bargein import main as bench_bargein
 

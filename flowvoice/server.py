@@ -84,7 +84,7 @@ class VoiceServer:
         self.limits = limits
         self.metrics = ServerMetrics()
         for e in graph.edges:
-            self.metrics.edge_drops[f"{e.source}.{e.source_port}->{e.target}.{e.target_port}"] = 0
+            self.metrics.edge_drops[e.name] = 0
         self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
 
     # -- HTTP ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flowvoice.graph.errors import GraphError
+from flowvoice.graph.shipped import SHIPPED_DIR, is_graph_name, shipped_graphs
 from flowvoice.graph.spec import load_graph
 
 BAD = Path(__file__).parent / "data" / "bad_graphs"
@@ -120,5 +121,40 @@ def test_subclass_frame_may_feed_base_class_port():
 
 
 def test_shipped_graphs_validate():
-    for path in sorted(Path("graphs").glob("*.yaml")):
-        load_graph(path)
+    names = shipped_graphs()
+    assert {"default", "light", "echo"} <= set(names)
+    for name in names:
+        assert load_graph(name).path == str(SHIPPED_DIR / f"{name}.yaml")
+
+
+def test_repository_graphs_path_still_reaches_the_shipped_graphs():
+    root = Path(__file__).resolve().parent.parent
+    assert (root / "graphs" / "default.yaml").resolve() == SHIPPED_DIR / "default.yaml"
+    assert load_graph(root / "graphs" / "default.yaml").name == "default"
+
+
+def test_a_bare_name_is_a_shipped_graph_anything_else_a_path(tmp_path: Path, monkeypatch):
+    assert is_graph_name("default")
+    for path in ("graphs/default.yaml", "default.yaml", "x.yml", "./default", Path("default")):
+        assert not is_graph_name(path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").write_text("nodes:\n  t: {type: test.text}\n")
+    assert not is_graph_name("default"), "an existing file wins over the shipped name"
+    assert load_graph("default").nodes.keys() == {"t"}
+
+
+def test_unknown_graph_name_lists_the_shipped_ones():
+    with pytest.raises(GraphError) as info:
+        load_graph("no_such_graph")
+    message = str(info.value)
+    assert message.startswith("no_such_graph: file: no such file, and no shipped graph")
+    assert "default, echo, light" in message
+
+
+def test_edge_name_is_source_port_to_target_port():
+    graph = load_graph(
+        "edge.yaml",
+        text="nodes:\n  t: {type: test.text}\n  c: {type: test.collect}\n"
+        "edges:\n  - t.sentence -> c.frames\n",
+    )
+    assert graph.edges[0].name == "t.sentence->c.frames"

@@ -148,7 +148,7 @@ def apply_overrides(source: GraphSource, overrides: list[str]) -> list[Problem]:
             value = raw
         nodes = data.get("nodes") if isinstance(data.get("nodes"), dict) else {}
         if parts[0] in nodes:
-            target, parts = nodes, parts
+            target = nodes
         elif parts[0] in ("name", "description", "server"):
             target = data
         else:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flowvoice.frames import Frame
 from flowvoice.graph.errors import GraphError, Problem
 from flowvoice.graph.registry import close_matches, get_node_type
+from flowvoice.graph.shipped import resolve_graph
 from flowvoice.graph.source import GraphSource, apply_overrides, interpolate, read_graph_source
 from flowvoice.node import Node, NodeParams
 
@@ -110,7 +111,12 @@ def load_graph(
     environ: dict[str, str] | None = None,
     text: str | None = None,
 ) -> LoadedGraph:
-    """Read, interpolate, override and validate a graph file; raise :class:`GraphError`."""
+    """Read, interpolate, override and validate a graph file; raise :class:`GraphError`.
+
+    ``path`` may be a shipped graph's bare name (``default``): see :mod:`flowvoice.graph.shipped`.
+    """
+    if text is None:
+        path = resolve_graph(path)
     source = read_graph_source(path, text)
     problems = apply_overrides(source, overrides or [])
     problems += interpolate(source, environ)
