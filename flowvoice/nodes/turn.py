@@ -108,12 +108,11 @@ class _TurnNode(Node):
                 self._speech_ended(frame)
             elif frame.kind == "start":
                 self._speaking = True
-                self.barge_in.words_heard(0)
                 if not await self._cancel_speculation():  # the user went on: no barge-in
                     self.barge_in.speech_started(frame)
         elif isinstance(frame, Transcript):
             if not frame.final:
-                self.barge_in.words_heard(len(frame.text.split()))
+                self.barge_in.transcript_heard(frame.text)
                 if frame.stable and self._paused:
                     self._stable = frame.text.strip()
             elif self._awaiting:
@@ -126,14 +125,14 @@ class _TurnNode(Node):
         self._speaking = False
         self._end = end
         self._awaiting += 1
-        self.barge_in.speech_ended()
+        self.barge_in.speech_ended(end)
         if self._early_finals:
             self._final_arrived(self._early_finals.pop(0))
 
     def _final_arrived(self, final: Transcript) -> None:
         """Take the final transcript of the oldest speech end still waiting for one."""
         self._awaiting -= 1
-        if self.barge_in.is_false_alarm():
+        if not self.barge_in.final_heard(final.text):
             return
         if final.text.strip():
             self._texts.append(final.text.strip())
