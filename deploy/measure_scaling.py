@@ -40,7 +40,7 @@ from reliability import (  # noqa: E402
 )
 from websockets.sync.client import connect  # noqa: E402
 
-from flowvoice.bench.server_process import ServerProcess, exit_on_signal  # noqa: E402
+from flowvoice.testing.server_process import ServerProcess, exit_on_signal  # noqa: E402
 
 
 def replica_memory(graph: Path, sessions: int, tmp: Path) -> tuple[float, float]:

@@ -2,7 +2,8 @@
 
 The graph's live I/O nodes (``websocket.source`` / ``websocket.sink``) are swapped for
 ``audio.file_source`` / ``audio.file_sink``, so the same graph file serves the browser and
-the command line.
+the command line. The audio source is the node with no inputs and an audio output, the sink
+the speaker node (a :class:`~flowvoice.nodes.speaker.SpeakerSink`), whatever their types.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from flowvoice.graph.registry import get_node_type
+from flowvoice.frames import AudioFrame
+from flowvoice.graph.registry import get_node_type, node_types
 from flowvoice.graph.spec import LoadedGraph, LoadedNode
+from flowvoice.node import Node
 from flowvoice.nodes.audio import FileSink
+from flowvoice.nodes.speaker import SpeakerSink
 from flowvoice.runtime.session import Session
-
-SOURCE_TYPES = ("websocket.source", "audio.file_source", "bench.scripted_mic")
-SINK_TYPES = ("websocket.sink", "audio.file_sink")
 
 
 @dataclass
@@ -39,6 +40,18 @@ class ChatResult:
     sample_rate: int
     session: Session
     events: list[dict[str, Any]]
+
+
+def is_audio_source(node_type: type[Node]) -> bool:
+    """A microphone: no inputs, and an audio output."""
+    return not node_type.inputs and any(
+        issubclass(port.frame_type, AudioFrame) for port in node_type.outputs.values()
+    )
+
+
+def is_audio_sink(node_type: type[Node]) -> bool:
+    """A speaker: plays the assistant's audio (and tells the session what was heard)."""
+    return issubclass(node_type, SpeakerSink)
 
 
 def _swap(node: LoadedNode, type_name: str, params: dict[str, Any]) -> LoadedNode:
@@ -64,16 +77,27 @@ def replace_io(
 ) -> LoadedGraph:
     """A copy of ``graph`` with its audio source and sink replaced by ``(type, params)``."""
     nodes = dict(graph.nodes)
-    sources = [n for n in nodes.values() if n.type_name in SOURCE_TYPES]
-    sinks = [n for n in nodes.values() if n.type_name in SINK_TYPES]
+    sources = [n for n in nodes.values() if is_audio_source(n.node_type)]
+    sinks = [n for n in nodes.values() if is_audio_sink(n.node_type)]
     if len(sources) != 1 or len(sinks) != 1:
-        raise ValueError(
-            f"{graph.path}: needs exactly one audio source ({' or '.join(SOURCE_TYPES)}) "
-            f"and one sink ({' or '.join(SINK_TYPES)}); found {len(sources)} and {len(sinks)}"
-        )
+        raise ValueError(f"{graph.path}: {_io_problem(sources, sinks)}")
     nodes[sources[0].name] = _swap(sources[0], *source)
     nodes[sinks[0].name] = _swap(sinks[0], *sink)
     return replace(graph, nodes=nodes)
+
+
+def _io_problem(sources: list[LoadedNode], sinks: list[LoadedNode]) -> str:
+    def found(nodes: list[LoadedNode]) -> str:
+        return ", ".join(f"{n.name} ({n.type_name})" for n in nodes) or "none"
+
+    def kinds(test: Callable[[type[Node]], bool]) -> str:
+        return " or ".join(name for name, cls in node_types().items() if test(cls))
+
+    return (
+        "needs exactly one audio source (a node with no inputs and an audio output: "
+        f"{kinds(is_audio_source)}) and one audio sink ({kinds(is_audio_sink)}); "
+        f"found sources: {found(sources)}; sinks: {found(sinks)}"
+    )
 
 
 async def run_chat(

@@ -23,17 +23,13 @@ This module sits at the bottom of the import graph: it knows frames and nothing 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from flowvoice.frames import Frame
-
-if TYPE_CHECKING:
-    from flowvoice.runtime.resources import ResourceCache
-    from flowvoice.runtime.trace import TurnTrace
 
 T = TypeVar("T")
 
@@ -61,6 +57,22 @@ class NodeSetupError(RuntimeError):
     """A node cannot start (missing weights, missing extra, bad device): the message says why."""
 
 
+class ModelCache(Protocol):
+    """Process-wide cache of loaded models (``flowvoice.runtime.resources``)."""
+
+    async def get(self, key: Hashable, load: Callable[[], T], *, label: str = "") -> T:
+        """The model for ``key``, loaded by ``load()`` in a worker thread the first time."""
+        ...
+
+
+class TurnMarks(Protocol):
+    """A turn's latency trace (``flowvoice.runtime.trace.TurnTrace``)."""
+
+    marks: dict[str, int]
+
+    def latencies_ms(self) -> dict[str, float]: ...
+
+
 class NodeContext(Protocol):
     """What a node may ask of its session; the runtime hands one to every node it builds."""
 
@@ -72,7 +84,12 @@ class NodeContext(Protocol):
         ...
 
     @property
-    def resources(self) -> ResourceCache:
+    def frame_turn(self) -> int:
+        """Turn of the frame being processed, else the session's current turn."""
+        ...
+
+    @property
+    def resources(self) -> ModelCache:
         """The process-wide model cache."""
         ...
 
@@ -88,7 +105,7 @@ class NodeContext(Protocol):
         """Record a latency-trace stage for ``turn`` (default: the current turn)."""
         ...
 
-    def trace(self, turn: int) -> TurnTrace | None:
+    def trace(self, turn: int) -> TurnMarks | None:
         """The latency trace of ``turn`` so far, if any stage was recorded."""
         ...
 

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flowvoice.bench.server_process import free_port
+from flowvoice.testing.server_process import free_port
 
 ALIAS = "gemma3-270m"
 SERVER_MODULES = ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")

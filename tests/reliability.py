@@ -29,8 +29,8 @@ import yaml
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from flowvoice.bench.server_process import ServerProcess, free_port, healthy
 from flowvoice.graph.spec import LoadedGraph, load_graph
+from flowvoice.testing.server_process import ServerProcess, free_port, healthy
 from flowvoice.transport import decode_audio
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,10 @@ from flowvoice.bench import pipecat_compare
 def test_flowvoice_sink_sees_no_old_turn_frame_after_new_turn():
     result = anyio.run(pipecat_compare.flowvoice_interrupts, 2)
     assert result["late_max"] == 0
-    assert result["clear_max_ms"] < 50  # just the new_turn() call
-    assert result["first_new_p50_ms"] < 50  # the next turn flows
+    # Generous bounds for a busy machine (the backlog an unpreempted chain would play out is
+    # ~250 ms; the benchmark reports the real figures, a few ms).
+    assert result["clear_max_ms"] < 200  # just the new_turn() call
+    assert result["first_new_p50_ms"] < 200  # the next turn flows
 
 
 def test_without_pipecat_main_says_what_to_install(monkeypatch, capsys):

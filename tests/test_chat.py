@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import pytest
 from harness import final_texts, transcribe
 from speech_audio import conversation, read_wav, wer, write_wav
 
@@ -68,3 +69,39 @@ def test_latency_line_follows_the_reply_text_even_when_metrics_come_first(capsys
         "\nyou [3]: Hi?\nassistant: Hello there.\n"
         "  latency: first_audio_sent 512 ms\n  latency: first_audio_sent 512 ms\n"
     )
+
+
+IO_GRAPH = """\
+name: io
+nodes:
+  mic: {type: test.tone}
+  p: {type: test.passthrough}
+  out: {type: websocket.sink}
+edges:
+  - mic.audio -> p.audio
+  - p.audio -> out.audio
+"""
+
+
+def test_replace_io_finds_the_audio_source_and_sink_by_what_they_are():
+    from flowvoice.chat import with_file_io
+    from flowvoice.graph.spec import load_graph
+
+    graph = with_file_io(load_graph("<test>", text=IO_GRAPH), "in.wav", "out.wav")
+    types = {name: node.type_name for name, node in graph.nodes.items()}
+    assert types == {"mic": "audio.file_source", "p": "test.passthrough", "out": "audio.file_sink"}
+    assert graph.nodes["mic"].params.path == "in.wav"
+
+
+def test_replace_io_says_what_it_needs_and_what_it_found():
+    from flowvoice.chat import with_file_io
+    from flowvoice.graph.spec import load_graph
+
+    text = IO_GRAPH.replace("{type: websocket.sink}", "{type: test.collect}")
+    text = text.replace("p.audio -> out.audio", "p.audio -> out.frames")
+    with pytest.raises(ValueError) as error:
+        with_file_io(load_graph("<test>", text=text), "in.wav")
+    message = str(error.value)
+    assert "needs exactly one audio source" in message
+    assert "websocket.source" in message and "audio.file_sink or websocket.sink" in message
+    assert message.endswith("found sources: mic (test.tone); sinks: none")

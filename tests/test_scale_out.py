@@ -34,7 +34,7 @@ from reliability import (
     wait_until,
 )
 
-from flowvoice.bench.server_process import ServerProcess
+from flowvoice.testing.server_process import ServerProcess
 
 COMPOSE_SCALE = ROOT / "deploy" / "compose.scale.yml"
 TOKEN = "scale-out-secret-7f3a"

@@ -26,9 +26,9 @@ from reliability import (
 from serving import RunningServer, running_server
 from websockets.exceptions import ConnectionClosed
 
-from flowvoice.bench.server_process import ServerProcess
 from flowvoice.graph.spec import load_graph
 from flowvoice.server import WS_MAX_SIZE, create_app
+from flowvoice.testing.server_process import ServerProcess
 
 TOKEN = "tok-5be1c0ffee"
 

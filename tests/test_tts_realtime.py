@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from harness import run_node
 
-from flowvoice.bench.server_process import free_port
 from flowvoice.conversation import Conversation
 from flowvoice.frames import AudioFrame, Sentence
 from flowvoice.nodes.tts_realtime import PA_FLOAT32, PA_INT16, pcm16
 from flowvoice.runtime.session import SessionError
+from flowvoice.testing.server_process import free_port
 
 pytestmark = pytest.mark.anyio
 needs_realtimetts = pytest.mark.skipif(

@@ -61,7 +61,7 @@ async def test_finished_sentence_commits_after_min_wait():
     )
     (turn,) = result.frames("user_turn")
     assert isinstance(turn, UserTurn) and turn.text == "What time is it?" and turn.turn == 1
-    assert 250 <= commit_delays_ms(result)[0] <= 450
+    assert 250 <= commit_delays_ms(result)[0] <= 650  # not the 700 ms open wait
     marks = result.session.tracer.turns[1].marks
     assert marks["speech_end"] <= marks["final_transcript"] <= marks["turn_committed"]
     assert result.events_of("user_turn") == [{"type": "user_turn", "turn": 1, "text": turn.text}]
@@ -85,7 +85,7 @@ async def test_trailing_and_waits_and_the_turn_continues():
 async def test_unfinished_clause_waits_max_then_commits():
     result = await run_node("turn.dynamic", {}, [*utterance("I want to go to the", 0.05), 2.0])
     assert [t.text for t in result.frames("user_turn")] == ["I want to go to the"]
-    assert 1400 <= commit_delays_ms(result)[0] <= 1700
+    assert 1400 <= commit_delays_ms(result)[0] <= 2000  # before the stream ends
 
 
 async def test_final_transcript_gates_the_commit():
@@ -212,4 +212,5 @@ async def test_a_stretched_wait_ends_as_soon_as_the_held_reply_is_ready():
     result = await run_node("turn.dynamic", {"speculate": True, "min_wait_ms": 300}, script)
     first, second = (result.session.tracer.turns[t.turn] for t in result.frames("user_turn"))
     assert first.latencies_ms()["first_audio"] > 900  # what the stretch estimates from
-    assert second.latencies_ms()["turn_committed"] < 600, second.latencies_ms()
+    # Committed after the 300 ms wait, not the ~1 s stretch (generous for a busy machine).
+    assert second.latencies_ms()["turn_committed"] < 800, second.latencies_ms()

@@ -10,12 +10,9 @@ import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from flowvoice.bench.load_point import Point
 from flowvoice.runtime.trace import STAGES
-
-if TYPE_CHECKING:
-    from flowvoice.bench.load import Point
 
 #: Legend of each stage of the trace: what the time up to that mark was spent on.
 STAGE_LABELS = {

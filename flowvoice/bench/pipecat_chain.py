@@ -1,4 +1,5 @@
-"""pipecat's side of ``flowvoice bench pipecat`` (imports pipecat-ai; see pipecat_compare)."""
+"""pipecat's side of ``flowvoice bench pipecat`` (imports pipecat-ai; see pipecat_compare and
+interrupt_scenario)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from flowvoice.bench.pipecat_compare import (
+from flowvoice.bench.interrupt_scenario import (
     PLAY_S,
     PRODUCE_S,
     TURN_FRAMES,

@@ -20,6 +20,7 @@ from flowvoice.graph.registry import register
 from flowvoice.graph.spec import load_graph
 from flowvoice.node import Node, NodeParams, Port
 from flowvoice.runtime.session import Session
+from flowvoice.testing import register_nodes
 
 STAGES = 8
 HOPS = STAGES + 1  # edges between source, 8 passthrough nodes and the sink
@@ -78,6 +79,7 @@ def chain_yaml(frames: int, one_at_a_time: bool) -> str:
 
 
 async def _run_chain(frames: int, one_at_a_time: bool) -> tuple[float, list[int]]:
+    register_nodes()  # test.passthrough
     graph = load_graph("<bench>", text=chain_yaml(frames, one_at_a_time))
     probe = _Probe()
     session = Session(graph, services=[probe])

@@ -33,8 +33,6 @@ BUILTIN_MODULES = (
     "flowvoice.nodes.tts",
     "flowvoice.nodes.tts_realtime",
     "flowvoice.nodes.websocket",
-    "flowvoice.nodes.testing",
-    "flowvoice.bench.scripted",
 )
 
 _REGISTRY: dict[str, type[Node]] = {}

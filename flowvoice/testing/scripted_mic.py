@@ -1,4 +1,4 @@
-"""``bench.scripted_mic``: a microphone that speaks WAV files on cue, for barge-in runs.
+"""``test.scripted_mic``: a microphone that speaks WAV files on cue, for barge-in runs.
 
 It streams 20 ms frames in real time (silence between utterances) and starts each utterance
 either after a pause or once the assistant has been audible for a while, so a test or a
@@ -40,7 +40,7 @@ class ScriptedMicParams(NodeParams):
     tail_s: float = Field(3.0, ge=0, description="Silence after the last utterance.")
 
 
-@register("bench.scripted_mic")
+@register("test.scripted_mic")
 class ScriptedMic(Node):
     """A real-time microphone that speaks WAV files on cue (after pauses or mid-reply)."""
 

@@ -1,4 +1,5 @@
-"""Small generic nodes for tests, benchmarks and graph experiments (no models)."""
+"""Small generic nodes for tests and benchmarks (no models); registered on import, see
+:func:`flowvoice.testing.register_nodes`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A ``flowvoice run GRAPH`` server in a subprocess on 127.0.0.1 (load benchmark, tests)."""
+"""A ``flowvoice run GRAPH`` server in a subprocess on 127.0.0.1 (tests, the load benchmark,
+``deploy/measure_scaling.py``)."""
 
 from __future__ import annotations
 
