@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "flowvoice.nodes.stt",
     "flowvoice.nodes.turn",
     "flowvoice.nodes.turn_classifier",
+    "flowvoice.nodes.turn_smart",
     "flowvoice.nodes.llm",
     "flowvoice.nodes.llm_remote",
     "flowvoice.nodes.text",

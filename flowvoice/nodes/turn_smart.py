@@ -1,0 +1,195 @@
+"""``turn.smart``: end of turn from the audio (Smart Turn v3.2) and the transcript together.
+
+At each pause in the user's speech (``score_after_ms`` into the silence, 200 by default: the
+model's scores depend on how much silence it hears, and this is where it separates finished
+from unfinished turns best) the turn's audio so far is scored once by Smart Turn on a worker
+thread: the probability that the user has finished. That probability and how the transcript
+ends give a hold time, measured from the end of speech, instead of a yes/no:
+
+- confident (``p >= confident_p``): ``confident_ms``;
+- unsure (``p >= unlikely_p``): ``unsure_ms``;
+- unlikely: the turn is scored again at ``rescore_ms`` of silence (the model then hears the
+  silence too); still unlikely, it commits at ``max_wait_ms``, the hard cap;
+- whatever the score, text that ends on an unfinished clause (a trailing "the", "and",
+  "um", a comma, ...) waits at least ``rescore_ms``. Whisper's closing "?" or "." is not
+  trusted there: it punctuates a paused "Can you tell me about the" as "about that?".
+
+Until a score is in, the wait is the cap, so a slow model call delays the commit instead of
+cutting the user off. Speech that resumes drops a pending or stale score (a generation count).
+The silence itself comes from the VAD, the final transcript from the STT; barge-in and
+speculation work as in ``turn.dynamic``.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+from pydantic import Field, model_validator
+
+from flowvoice.frames import AudioFrame, Frame, VADEvent
+from flowvoice.graph.registry import register
+from flowvoice.node import NodeSetupError, Port
+from flowvoice.nodes.turn import ConversationParams, _TurnNode, classify_ending
+
+
+def unfinished(text: str) -> bool:
+    """The transcript ends on an unfinished clause, whatever closing punctuation Whisper gave."""
+    text = text.rstrip()
+    if not text.endswith(("...", "\u2026")):
+        text = text.rstrip("?!.")
+    return classify_ending(text) == "incomplete"
+
+
+#: Audio kept before the speech start, as Smart Turn was trained (pipecat keeps 0.5 s).
+PREROLL_S = 0.5
+#: The model sees at most the last 8 s.
+WINDOW_S = 8.0
+
+
+class SmartTurnParams(ConversationParams):
+    model: str = Field(
+        "", description="Smart Turn v3.x ONNX file; empty: the v3.2 model shipped in flowvoice."
+    )
+    threads: int = Field(1, ge=1, le=16, description="ONNX Runtime threads per model call.")
+    score_after_ms: int = Field(
+        200, ge=0, le=5000, description="Silence after the end of speech at which it is scored."
+    )
+    confident_p: float = Field(
+        0.5, gt=0, le=1, description="Probability at or above which the turn is finished."
+    )
+    unlikely_p: float = Field(
+        0.1, ge=0, le=1, description="Probability below which the user is likely to go on."
+    )
+    confident_ms: int = Field(
+        250, ge=0, le=10000, description="Silence before committing a confidently finished turn."
+    )
+    unsure_ms: int = Field(700, ge=0, le=10000, description="Silence when unsure.")
+    rescore_ms: int = Field(
+        1000, ge=0, le=10000, description="Silence after which an unlikely end is scored again."
+    )
+    max_wait_ms: int = Field(
+        2500, ge=0, le=20000, description="The longest silence before committing anyway."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SmartTurnParams:
+        if not self.unlikely_p <= self.confident_p:
+            raise ValueError("expected unlikely_p <= confident_p")
+        waits = (self.score_after_ms, self.rescore_ms, self.max_wait_ms)
+        if not self.confident_ms <= self.unsure_ms <= self.max_wait_ms or sorted(waits) != list(
+            waits
+        ):
+            raise ValueError(
+                "expected confident_ms <= unsure_ms <= max_wait_ms and "
+                "score_after_ms <= rescore_ms <= max_wait_ms"
+            )
+        return self
+
+
+@register("turn.smart")
+class SmartTurn(_TurnNode):
+    """Commits the user's turn after a silence chosen from Smart Turn's end-of-turn probability
+    and the transcript's ending (see the module docs)."""
+
+    inputs = {
+        **_TurnNode.inputs,
+        "audio": Port(AudioFrame, doc="the user's audio (the VAD's audio output), 16 kHz"),
+    }
+    Params = SmartTurnParams
+    params: SmartTurnParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._audio: collections.deque[np.ndarray] = collections.deque()
+        self._audio_s = 0.0
+        self._rate = 16000
+        self._in_turn = False  # speech of an uncommitted turn has started
+        self._generation = 0  # raised when speech resumes: older scores are stale
+        self._scored_generation = -1  # the latest generation a score was started for
+        self._probability: float | None = None
+        self._rescored = False
+
+    async def setup(self) -> None:
+        from flowvoice.nodes.smart_turn_model import SmartTurnModel, SmartTurnModelNotFoundError
+
+        path, threads = self.params.model or None, self.params.threads
+        try:
+            self._model = await self.context.resources.get(
+                ("turn.smart", path, threads),
+                lambda: SmartTurnModel.load(path, intra_op_threads=threads),
+                label="Smart Turn v3",
+            )
+        except SmartTurnModelNotFoundError as exc:
+            raise NodeSetupError(str(exc)) from None
+
+    def max_wait_ms(self) -> int:
+        return self.params.max_wait_ms
+
+    def wait_ms(self, text: str) -> int:
+        p, params = self._probability, self.params
+        if p is None:
+            return params.max_wait_ms  # not scored yet: the score's arrival re-plans the wait
+        if p >= params.confident_p:
+            wait = params.confident_ms
+        elif p >= params.unlikely_p:
+            wait = params.unsure_ms
+        else:
+            wait = params.max_wait_ms
+        return max(wait, params.rescore_ms) if unfinished(text) else wait
+
+    async def process(self, port: str, frame: Frame) -> None:
+        if isinstance(frame, AudioFrame):
+            self._keep(frame)
+            return
+        if isinstance(frame, VADEvent):
+            await self._vad_event(frame)
+        await super().process(port, frame)
+
+    async def _vad_event(self, event: VADEvent) -> None:
+        if event.kind in ("start", "resume"):
+            self._generation += 1
+            self._probability, self._rescored = None, False
+            if event.kind == "start" and not self._in_turn:
+                self._in_turn = True
+                self._trim(PREROLL_S)
+        elif event.kind in ("pause", "end") and self._scored_generation != self._generation:
+            self._score_soon(event)
+
+    def _keep(self, frame: AudioFrame) -> None:
+        self._rate = frame.sample_rate
+        self._audio.append(frame.samples)
+        self._audio_s += frame.duration_s
+        self._trim(WINDOW_S if self._in_turn else PREROLL_S)
+
+    def _trim(self, keep_s: float) -> None:
+        while self._audio and self._audio_s - len(self._audio[0]) / self._rate >= keep_s:
+            self._audio_s -= len(self._audio.popleft()) / self._rate
+
+    def _score_soon(self, event: VADEvent) -> None:
+        self._scored_generation = self._generation
+        self.start_soon(self._score, self._generation, event.t_ns, self.params.score_after_ms)
+
+    async def _score(self, generation: int, speech_end_ns: int, after_ms: int) -> None:
+        """Score the turn's audio at ``after_ms`` of silence, unless the user spoke on."""
+        await anyio.sleep(max(0.0, speech_end_ns / 1e9 + after_ms / 1000 - anyio.current_time()))
+        if generation != self._generation or not self._audio:
+            return
+        audio = np.concatenate(self._audio)
+        p = await anyio.to_thread.run_sync(self._model.probability, audio, self._rate)
+        if generation != self._generation:
+            return  # the user spoke on: this pause is over
+        self._probability = p
+        self.context.publish("turn_score", turn=self.context.turn, probability=round(p, 3))
+        self._changed.set()
+        if p < self.params.unlikely_p and not self._rescored:
+            self._rescored = True
+            await self._score(generation, speech_end_ns, self.params.rescore_ms)
+
+    async def _commit(self) -> None:
+        await super()._commit()
+        self._in_turn = False
+        self._probability, self._rescored = None, False

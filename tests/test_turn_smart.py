@@ -1,0 +1,93 @@
+"""turn.smart: Smart Turn's audio score and the transcript decide the hold, with real speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from harness import audio_steps, run_graph, run_node
+from speech_audio import conversation, wer
+
+from flowvoice.frames import AudioFrame, Transcript, VADEvent
+from flowvoice.runtime.session import SessionError
+
+pytestmark = pytest.mark.anyio
+
+EDGES = [
+    "vad.audio -> stt.audio",
+    "vad.audio -> turn.audio",
+    "vad.events -> stt.vad",
+    "vad.events -> turn.vad",
+    "stt.transcript -> turn.transcript",
+]
+
+
+async def converse(texts: list[str], gaps: list[float], turn_params: dict | None = None):
+    samples, _ = conversation(texts, gap_s=gaps, lead_s=0.3, tail_s=3.5)
+    nodes = {
+        "vad": ("vad.silero", {"min_silence_ms": 250}),
+        "stt": ("stt.whisper", {}),
+        "turn": ("turn.smart", turn_params or {}),
+    }
+    steps = audio_steps("vad.audio", samples, 16000, realtime=True)
+    return await run_graph(nodes, EDGES, steps, ["vad.audio"], timeout=90)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Can you tell me about the", "weather in Paris tomorrow?"),
+        ("My phone number is five five five,", "one two three four."),
+    ],
+)
+async def test_a_600_ms_pause_mid_sentence_does_not_commit(first, second):
+    result = await converse([first, second], [0.65])
+    turns = result.frames("turn.user_turn")
+    assert len(turns) == 1, [t.text for t in turns]
+    # one turn holding both halves (tiny.en writes the digits its own way)
+    assert len(turns[0].text.replace(",", " ").split()) >= len(first.split()) + 2, turns[0].text
+    assert result.events_of("turn_score"), "the pause was scored"
+
+
+async def test_a_finished_question_commits_and_is_scored():
+    result = await converse(["What is the capital of France?"], [])
+    (turn,) = result.frames("turn.user_turn")
+    assert wer("What is the capital of France?", turn.text) <= 0.2
+    (score, *_) = result.events_of("turn_score")
+    assert 0.0 <= score["probability"] <= 1.0
+    latency = result.session.tracer.turns[turn.turn].latencies_ms()["turn_committed"]
+    assert latency <= 3000, "never later than the hard cap (plus slack)"
+
+
+def silence(seconds: float) -> AudioFrame:
+    return AudioFrame(samples=np.zeros(int(16000 * seconds), np.int16), sample_rate=16000)
+
+
+async def test_a_score_for_a_pause_the_user_spoke_through_is_ignored():
+    # The pause is scored 200 ms in; speech resumes at 100 ms, so no score may be used, and
+    # with no score the turn can only commit at the hard cap.
+    params = {"max_wait_ms": 1500}
+    script = [
+        ("audio", silence(1.0)),
+        ("vad", VADEvent(kind="start")),
+        ("audio", silence(1.0)),
+        ("vad", VADEvent(kind="pause")),
+        0.1,
+        ("vad", VADEvent(kind="resume")),
+        0.5,
+        ("vad", VADEvent(kind="end")),
+        ("transcript", Transcript(text="Tell me about Paris.", final=True)),
+        2.5,
+    ]
+    result = await run_node("turn.smart", params, script)
+    scores = result.events_of("turn_score")
+    assert len(scores) == 1, "only the final pause was scored"
+    (turn,) = result.frames("user_turn")
+    assert turn.text == "Tell me about Paris."
+
+
+async def test_a_missing_model_file_fails_with_a_clear_message(tmp_path):
+    missing = tmp_path / "smart-turn.onnx"
+    with pytest.raises(SessionError) as failed:
+        await run_node("turn.smart", {"model": str(missing)}, [])
+    message = str(failed.value)
+    assert str(missing) in message and "turn.smart" in message
