@@ -129,7 +129,9 @@ def test_parser_follows_the_protocol(message: Message) -> None:
 
 def test_deeply_nested_json_is_a_protocol_error() -> None:
     depth = LIMITS.max_text_bytes // 2 - 8
-    assert parse("[" * depth + "]" * depth) == BAD_JSON
+    # Too deep for the parser (RecursionError) or parsed as a list, not an object: which one
+    # depends on the interpreter's recursion limit (importing torch raises it).
+    assert parse("[" * depth + "]" * depth) in (BAD_JSON, BAD_MESSAGE)
 
 
 @pytest.mark.parametrize("ms", ["Infinity", "1e999"])
@@ -254,4 +256,4 @@ def test_deeply_nested_json_over_a_socket_keeps_the_session(echo_server: Running
     with clients(echo_server.ws_url, 1) as (client,):
         client.send("[" * depth + "]" * depth)
         client.echo(1, timeout=2)
-        assert [e["code"] for e in client.events("error")] == [BAD_JSON]
+        assert [e["code"] for e in client.events("error")] in ([BAD_JSON], [BAD_MESSAGE])

@@ -153,10 +153,13 @@ class _TurnNode(Node):
 
     def _speculation_text(self, deadline: int | None) -> str | None:
         """What to speculate on: the finals so far once the turn can commit, or while the
-        speech pauses, those plus the pause's transcript; None when there is nothing yet."""
+        speech pauses, those plus the pause's transcript; None when there is nothing yet
+        (or while speech during the reply is being checked: a barge-in decides first)."""
+        if self.barge_in.pending:
+            return None
         if deadline is not None:
             return " ".join(self._texts) or None
-        if self._paused and self._stable and not self.barge_in.pending:
+        if self._paused and self._stable:
             return " ".join([*self._texts, self._stable])
         return None
 
