@@ -161,13 +161,13 @@ class Node:
         """Release per-session resources. Called even when the session failed."""
 
     # -- helpers for subclasses --------------------------------------------------------------
-    async def emit(self, port: str, frame: Frame) -> None:
-        """Send ``frame`` to every edge connected to output ``port``.
+    def emit(self, port: str, frame: Frame) -> Awaitable[None]:
+        """Send ``frame`` to every edge connected to output ``port`` (await the result).
 
         An unstamped frame takes the turn of the frame being processed, else the session's
         current turn. A preemptible node's frames of an older turn are dropped.
         """
-        await self.context.emit(port, frame)
+        return self.context.emit(port, frame)  # no coroutine of its own: one hop per frame
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the background until this node ends."""

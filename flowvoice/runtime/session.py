@@ -105,9 +105,11 @@ class NodeContext:
         return self._session.resources
 
     async def emit(self, port: str, frame: Frame) -> None:
+        session_turn = self._session.turn
         if frame.turn == UNSTAMPED:
-            frame.turn = self.frame_turn
-        if self._preemptible and frame.turn < self._session.turn:
+            processing = self.processing_turn
+            frame.turn = processing if processing != UNSTAMPED else session_turn
+        if self._preemptible and frame.turn < session_turn:
             return
         if self.stall_watch is not None:
             self.stall_watch.progress()
@@ -291,6 +293,7 @@ class Session:
     async def _pump(self, node: Node, edge: Edge, lock: anyio.Lock | None) -> None:
         channel, port = edge.channel, edge.target_port
         preemptible = node.preemptible
+        context = self._contexts[node.name]
         while True:
             try:
                 frame = await channel.receive()
@@ -302,15 +305,15 @@ class Session:
                 self.stale_dropped += 1
                 continue
             if lock is None:
-                await self._dispatch(node, port, frame)
+                await self._dispatch(node, context, port, frame)
             else:
                 async with lock:
-                    await self._dispatch(node, port, frame)
+                    await self._dispatch(node, context, port, frame)
 
-    async def _dispatch(self, node: Node, port: str, frame: Frame) -> None:
-        self._contexts[node.name].processing_turn = frame.turn
+    async def _dispatch(self, node: Node, context: NodeContext, port: str, frame: Frame) -> None:
+        context.processing_turn = frame.turn
         if not node.preemptible:
-            await self._process(node, port, frame)
+            await self._process(node, context, port, frame)
             return
         if frame.turn < self.turn:
             self.stale_dropped += 1
@@ -318,16 +321,15 @@ class Session:
         with anyio.CancelScope() as scope:
             self._inflight[node.name] = scope
             try:
-                await self._process(node, port, frame)
+                await self._process(node, context, port, frame)
             finally:
                 del self._inflight[node.name]
 
-    async def _process(self, node: Node, port: str, frame: Frame) -> None:
+    async def _process(self, node: Node, context: NodeContext, port: str, frame: Frame) -> None:
         timeout = self.graph.nodes[node.name].stall_timeout_s
         if timeout is None:
             await node.process(port, frame)
             return
-        context = self._contexts[node.name]
         watch = context.stall_watch = StallWatch(timeout)
         try:
             with watch.scope:
