@@ -119,14 +119,11 @@ def test_speculation_releases_the_matching_reply(tmp_path, monkeypatch):
     monkeypatch.setattr(Conversation, "commit", recording_commit)
     graph = speech_graph()
     turn = graph.nodes["turn"]
+    # one fixed wait, longer than transcription takes, whichever end-of-turn policy it is
+    waits = ("min_wait_ms", "open_wait_ms", "confident_ms", "unsure_ms", "rescore_ms")
+    fixed = {k: 1200 for k in (*waits, "max_wait_ms") if k in turn.node_type.Params.model_fields}
     turn.params = turn.node_type.Params.model_validate(
-        {
-            **turn.params.model_dump(),
-            "speculate": True,
-            "min_wait_ms": 1200,  # one fixed wait, longer than transcription takes
-            "open_wait_ms": 1200,
-            "max_wait_ms": 1200,
-        }
+        {**turn.params.model_dump(), "speculate": True, **fixed}
     )
     result = converse(scripted(graph, script))
     assert len(result.turns) == 2
