@@ -1,15 +1,28 @@
-"""stt.whisper behind vad.silero on espeak-ng speech: finals, partials, model resolution."""
+"""stt.whisper behind vad.silero on espeak-ng speech: finals, partials, model resolution,
+bounded decoding (temperature, token budget, deadline) and the language param."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from harness import final_texts, run_graph, transcribe
-from speech_audio import conversation, wer
+from pydantic import ValidationError
+from speech_audio import conversation, speak, wer
 
 from flowvoice.node import NodeSetupError
-from flowvoice.nodes.stt import _Whisper, encoder_window_frames, resolve_model
+from flowvoice.nodes.stt import (
+    FALLBACK_TEMPERATURES,
+    Decoding,
+    WhisperParams,
+    _Temperatures,
+    _Whisper,
+    check_language,
+    encoder_window_frames,
+    resolve_model,
+    token_budget,
+)
 from flowvoice.runtime.session import SessionError
 
 pytestmark = pytest.mark.anyio
@@ -120,3 +133,136 @@ async def test_whisper_own_window_gives_the_same_text():
     fitted = await transcribe(samples, 16000)
     full = await transcribe(samples, 16000, stt={"encoder_window_s": 30})
     assert wer(final_texts(full)[0], final_texts(fitted)[0]) <= 0.15, (fitted, full)
+
+
+# -- bounded decoding ------------------------------------------------------------------------
+
+
+def test_decoding_params_validate():
+    assert WhisperParams().decoding() == Decoding(
+        beam_size=1, language=None, temperature=(0.0,), max_decode_s=1.0, window_s=15
+    )
+    capped = WhisperParams(temperature=[0, 0.4], max_decode_s=None, language="en").decoding()
+    assert capped.temperature == (0.0, 0.4) and capped.max_decode_s is None
+    assert capped.language == "en"
+    assert WhisperParams(temperature=0.2).decoding().temperature == (0.2,)
+    for bad in [
+        {"temperature": 1.5},
+        {"temperature": []},
+        {"temperature": [0.0] * 7},
+        {"temperature": [0, -0.2]},
+        {"max_decode_s": 0},
+        {"max_decode_s": -1},
+    ]:
+        with pytest.raises(ValidationError):
+            WhisperParams.model_validate(bad)
+
+
+def test_token_budget_follows_the_audio_within_whisper_context():
+    second = 16000
+    assert token_budget(2 * second, 0) < token_budget(10 * second, 0) < 448
+    assert token_budget(60 * second, 0) == token_budget(30 * second, 0)  # per 30 s window
+    # a long prompt (faster-whisper keeps its last 223 tokens) leaves the rest of the 448
+    assert token_budget(30 * second, 500) == 448 - (1 + 223 + 1 + 1)
+    assert token_budget(30 * second, 500, multilingual=True) == 448 - (1 + 223 + 3 + 1)
+
+
+def test_fallback_temperatures_stop_at_the_deadline():
+    assert list(_Temperatures(FALLBACK_TEMPERATURES, None)) == list(FALLBACK_TEMPERATURES)
+    assert list(_Temperatures(FALLBACK_TEMPERATURES, time.monotonic() + 60)) == list(
+        FALLBACK_TEMPERATURES
+    )
+    assert list(_Temperatures(FALLBACK_TEMPERATURES, time.monotonic() - 1)) == [0.0]
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return _Whisper(resolve_model("tiny.en"), "cpu", "int8", 2)
+
+
+def count_decodes(monkeypatch, whisper) -> list[int]:
+    """Counts CTranslate2 decoder runs (one per window and temperature) from now on."""
+    calls = [0]
+    model = whisper.model.model
+    original = model.generate
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def generate(self, *args, **kwargs):
+            calls[0] += 1
+            return original(*args, **kwargs)
+
+    monkeypatch.setattr(whisper.model, "model", Counting())
+    return calls
+
+
+#: The first 0.7 s of a sentence, cut mid-word: an unlikely decode that faster-whisper's
+#: default re-decodes at higher temperatures.
+CUT = ("Set a timer for fifteen minutes.", 0.7)
+
+
+def test_a_past_deadline_keeps_the_first_decode(monkeypatch, whisper):
+    text, seconds = CUT
+    audio = np.concatenate([np.zeros(8000, np.int16), speak(text)[: int(seconds * 16000)]])
+    calls = count_decodes(monkeypatch, whisper)
+    unbounded = Decoding(temperature=FALLBACK_TEMPERATURES, max_decode_s=None)
+    whisper.transcribe(audio, unbounded)
+    assert calls[0] > 1, "precondition: this clip makes faster-whisper fall back"
+    calls[0] = 0
+    assert isinstance(
+        whisper.transcribe(audio, Decoding(temperature=FALLBACK_TEMPERATURES, max_decode_s=0.01)),
+        str,
+    )
+    assert calls[0] == 1
+
+
+def test_a_past_deadline_stops_before_the_next_window(monkeypatch, whisper):
+    first, second = speak(TEXTS[0]), speak(TEXTS[1])
+    lead = np.zeros(8000, np.int16)
+    gap = np.zeros(32 * 16000 - len(lead) - len(first), np.int16)  # second one after 32 s
+    audio = np.concatenate([lead, first, gap, second])
+    calls = count_decodes(monkeypatch, whisper)
+    whole = whisper.transcribe(audio, Decoding(max_decode_s=None))
+    assert calls[0] == 2 and wer(" ".join(TEXTS[:2]), whole) <= 0.15, whole
+    calls[0] = 0
+    partial = whisper.transcribe(audio, Decoding(max_decode_s=0.01))
+    assert calls[0] == 1 and wer(TEXTS[0], partial) <= 0.15, partial
+
+
+async def test_a_tiny_deadline_still_gives_finals():
+    samples, _ = conversation(TEXTS[:2], gap_s=1.0)
+    stt = {"max_decode_s": 0.01, "temperature": list(FALLBACK_TEMPERATURES)}
+    texts = final_texts(await transcribe(samples, 16000, stt=stt))
+    assert len(texts) == 2 and all(texts), texts
+
+
+# -- language ------------------------------------------------------------------------------
+
+
+async def test_english_only_model_takes_en():
+    samples, _ = conversation(TEXTS[:1])
+    (text,) = final_texts(await transcribe(samples, 16000, stt={"language": "en"}))
+    assert wer(TEXTS[0], text) <= 0.15, text
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("de", "'tiny.en' is English-only: language 'de' needs a multilingual model"),
+        ("xx", "'xx' is not a Whisper language code"),
+    ],
+)
+async def test_a_language_the_model_cannot_take_fails_at_setup(language, message):
+    with pytest.raises(SessionError) as info:
+        await run_graph({"stt": ("stt.whisper", {"language": language})}, [], [], ["stt.audio"])
+    assert info.value.node == "stt" and isinstance(info.value.error, NodeSetupError)
+    assert message in str(info.value)
+
+
+def test_multilingual_models_take_any_whisper_language():
+    for language in (None, "en", "de", "ja"):
+        check_language(language, multilingual=True, model="base")
+    with pytest.raises(NodeSetupError, match="not a Whisper language code"):
+        check_language("german", multilingual=True, model="base")

