@@ -11,8 +11,10 @@ ends give a hold time, measured from the end of speech, instead of a yes/no:
 - unlikely: the turn is scored again at ``rescore_ms`` of silence (the model then hears the
   silence too); still unlikely, it commits at ``max_wait_ms``, the hard cap;
 - whatever the score, text that ends on an unfinished clause (a trailing "the", "and",
-  "um", a comma, ...) waits at least ``rescore_ms``. Whisper's closing "?" or "." is not
-  trusted there: it punctuates a paused "Can you tell me about the" as "about that?".
+  "um", a comma, "is", a number, ...) waits at least ``rescore_ms``. Whisper's closing "?" or
+  "." is not trusted there: it punctuates a paused "Can you tell me about the" as "about
+  that?". Measured on synthetic speech (``flowvoice bench turns``), Smart Turn alone scores
+  many such fragments as finished: TTS voices end every fragment with a final fall.
 
 Until a score is in, the wait is the cap, so a slow model call delays the commit instead of
 cutting the user off. Speech that resumes drops a pending or stale score (a generation count).
@@ -23,6 +25,7 @@ speculation work as in ``turn.dynamic``.
 from __future__ import annotations
 
 import collections
+import re
 from typing import Any
 
 import anyio
@@ -35,13 +38,29 @@ from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError, Port
 from flowvoice.nodes.turn import ConversationParams, _TurnNode, classify_ending
 
+#: Besides turn.dynamic's continuation words, endings that leave a sentence open: a verb
+#: still waiting for its object ("the problem is", "it would be") or a number being dictated.
+_OPEN_ENDING_WORDS = """
+    is are was were be been being am would should could might must
+    zero oh one two three four five six seven eight nine ten eleven twelve
+    thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty
+    sixty seventy eighty ninety hundred thousand
+"""
+OPEN_ENDINGS = frozenset(_OPEN_ENDING_WORDS.split())
+_LAST_WORD = re.compile(r"([\w']+)\W*$")
+
 
 def unfinished(text: str) -> bool:
-    """The transcript ends on an unfinished clause, whatever closing punctuation Whisper gave."""
+    """The transcript ends on an unfinished clause, whatever closing punctuation Whisper gave
+    (it writes a paused "Can you tell me about the" as "about that?"): a continuation word, a
+    filler, a comma, an open verb, or a number (digits or words) that may go on."""
     text = text.rstrip()
     if not text.endswith(("...", "\u2026")):
         text = text.rstrip("?!.")
-    return classify_ending(text) == "incomplete"
+    if classify_ending(text) == "incomplete":
+        return True
+    last = _LAST_WORD.search(text.lower())
+    return last is not None and (last.group(1) in OPEN_ENDINGS or last.group(1).isdigit())
 
 
 #: Audio kept before the speech start, as Smart Turn was trained (pipecat keeps 0.5 s).
