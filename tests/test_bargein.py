@@ -68,7 +68,8 @@ def test_barge_in_stops_the_reply_at_once_and_history_keeps_what_was_heard(
     interrupted = barge_in["turn"]
     assert events(result, "interrupt"), "the sink told the listener to flush"
     last_sent = Conversation.of_session(result.session).playback.last_sent_at(interrupted)
-    assert last_sent is not None
+    seen = [e for e in result.events if e["type"] not in ("assistant_text", "metrics")]
+    assert last_sent is not None, f"the barge-in named turn {interrupted}, not the reply: {seen}"
     # No audio of the interrupted turn left after the decision: generous slack for a busy
     # machine (the reply would go on for seconds; bench bargein measures the stop latency).
     assert last_sent * 1e9 <= barge_in["decided_ns"] + 500e6
@@ -120,7 +121,14 @@ def test_speculation_releases_the_matching_reply(tmp_path, monkeypatch):
     graph = speech_graph()
     turn = graph.nodes["turn"]
     # one fixed wait, longer than transcription takes, whichever end-of-turn policy it is
-    waits = ("min_wait_ms", "open_wait_ms", "confident_ms", "unsure_ms", "rescore_ms")
+    waits = (
+        "min_wait_ms",
+        "open_wait_ms",
+        "confident_ms",
+        "unsure_ms",
+        "rescore_ms",
+        "unfinished_ms",
+    )
     fixed = {k: 1200 for k in (*waits, "max_wait_ms") if k in turn.node_type.Params.model_fields}
     turn.params = turn.node_type.Params.model_validate(
         {**turn.params.model_dump(), "speculate": True, **fixed}
@@ -144,7 +152,13 @@ def test_a_changed_final_text_never_plays_the_speculated_reply(tmp_path):
     graph = speech_graph()
     turn = graph.nodes["turn"]
     turn.params = turn.node_type.Params.model_validate(
-        {**turn.params.model_dump(), "speculate": True, "max_wait_ms": 2500}
+        {
+            **turn.params.model_dump(),
+            "speculate": True,
+            "max_wait_ms": 2500,
+            # the pause after "the capital of" waits out whatever the policy
+            **({"unfinished_ms": 2500} if "unfinished_ms" in turn.params.model_fields else {}),
+        }
     )
     part1 = wav(tmp_path, "a", speak("I would like to know the capital of"))
     part2 = wav(tmp_path, "b", speak("Germany please"))

@@ -11,7 +11,7 @@ ends give a hold time, measured from the end of speech, instead of a yes/no:
 - unlikely: the turn is scored again at ``rescore_ms`` of silence (the model then hears the
   silence too); still unlikely, it commits at ``max_wait_ms``, the hard cap;
 - whatever the score, text that ends on an unfinished clause (a trailing "the", "and",
-  "um", a comma, "is", a number, ...) waits at least ``rescore_ms``. Whisper's closing "?" or
+  "um", a comma, "is", a number, ...) waits ``unfinished_ms``. Whisper's closing "?" or
   "." is not trusted there: it punctuates a paused "Can you tell me about the" as "about
   that?". Measured on synthetic speech (``flowvoice bench turns``), Smart Turn alone scores
   many such fragments as finished: TTS voices end every fragment with a final fall.
@@ -90,6 +90,13 @@ class SmartTurnParams(ConversationParams):
     rescore_ms: int = Field(
         1000, ge=0, le=10000, description="Silence after which an unlikely end is scored again."
     )
+    unfinished_ms: int = Field(
+        1500,
+        ge=0,
+        le=20000,
+        description="Silence after text that ends on an unfinished clause ('the', 'and', "
+        "'um', a comma, 'is', a number), whatever the score.",
+    )
     max_wait_ms: int = Field(
         2500, ge=0, le=20000, description="The longest silence before committing anyway."
     )
@@ -99,13 +106,14 @@ class SmartTurnParams(ConversationParams):
         if not self.unlikely_p <= self.confident_p:
             raise ValueError("expected unlikely_p <= confident_p")
         waits = (self.score_after_ms, self.rescore_ms, self.max_wait_ms)
-        if not self.confident_ms <= self.unsure_ms <= self.max_wait_ms or sorted(waits) != list(
-            waits
-        ):
+        holds = (self.confident_ms, self.unsure_ms, self.max_wait_ms)
+        if sorted(holds) != list(holds) or sorted(waits) != list(waits):
             raise ValueError(
                 "expected confident_ms <= unsure_ms <= max_wait_ms and "
                 "score_after_ms <= rescore_ms <= max_wait_ms"
             )
+        if self.unfinished_ms > self.max_wait_ms:
+            raise ValueError("expected unfinished_ms <= max_wait_ms")
         return self
 
 
@@ -158,7 +166,7 @@ class SmartTurn(_TurnNode):
             wait = params.unsure_ms
         else:
             wait = params.max_wait_ms
-        return max(wait, params.rescore_ms) if unfinished(text) else wait
+        return max(wait, params.unfinished_ms) if unfinished(text) else wait
 
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, AudioFrame):
