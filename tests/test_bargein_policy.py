@@ -115,3 +115,26 @@ def test_phrases_match_multi_word_backchannels_and_count_the_rest():
     assert backchannels.other_words(words_of("Mm-hmm, I see. Got it!")) == 0
     assert backchannels.other_words(words_of("I want to see it all")) == 6
     assert backchannels.other_words(words_of("yeah but what about Rome")) == 4
+
+
+def short_sound_heard_as(text: str, sound_s: float):
+    """A sound of ``sound_s`` during the reply that Whisper hears as ``text`` at its pause; the
+    VAD stamps the pause and the end at the sound's end, as vad.silero does."""
+    start = VADEvent(kind="start")
+    yield "vad", start
+    yield sound_s
+    pause = VADEvent(kind="pause")
+    yield "vad", pause
+    yield 0.05
+    yield "transcript", Transcript(text=text, stable=True)
+    yield 0.2
+    yield "vad", VADEvent(kind="end", t_ns=pause.t_ns)
+    yield 0.05
+    yield "transcript", Transcript(text=text, final=True)
+
+
+async def test_a_short_sound_heard_as_words_is_no_barge_in():
+    script = [assistant_speaking(), *short_sound_heard_as("That's it.", 0.25), 1.0]
+    result = await run_node("turn.dynamic", PARAMS, script)
+    assert voice_events(result) == ["voice_paused", "voice_resumed"]
+    assert result.frames("user_turn") == []

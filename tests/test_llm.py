@@ -63,7 +63,7 @@ async def test_answers_each_question_briefly_and_keeps_history():
     ]
     ttft = [(r.t_ns - p.t_ns) / 1e6 for r, p in zip(firsts, prompts, strict=True)]
     print(f"answers {answers}; first token after the prompt: {[round(t) for t in ttft]} ms")
-    assert max(ttft) < 2000
+    assert max(ttft) < 15000  # ~0.2 s idle; generous for a loaded machine (bench e2e times it)
 
 
 async def test_repeat_penalty_stops_a_runaway_reply():

@@ -128,6 +128,7 @@ class BargeIn:
         self._needed_words = params.barge_in_min_words
         self._due_ns: int | None = None  # when the speech interrupts, once it qualified
         self._spoken_ms: float | None = None  # how long it lasted, once it ended
+        self._paused_ns: int | None = None  # where its current pause began, if it paused
 
     @property
     def pending(self) -> bool:
@@ -142,7 +143,7 @@ class BargeIn:
         turn = conversation.turn
         if not conversation.playback.is_playing(turn):
             return
-        self._start, self._due_ns, self._spoken_ms = start, None, None
+        self._start, self._due_ns, self._spoken_ms, self._paused_ns = start, None, None, None
         strict = conversation.playback.heard_seconds(turn) < p.barge_in_strict_s
         self._needed_words = p.barge_in_min_words + (1 if strict and p.barge_in_min_words else 0)
         if not p.barge_in_min_words:  # any speech that lasts interrupts
@@ -150,15 +151,21 @@ class BargeIn:
         if p.resume_false_interruption:
             conversation.voice.pause()
 
+    def speech_paused(self, pause: VADEvent | None) -> None:
+        """The VAD saw silence begin (``pause``) or speech go on (None)."""
+        self._paused_ns = pause.t_ns if pause is not None else None
+
     def transcript_heard(self, text: str) -> None:
         """A partial transcript of the speech being checked, while it goes on."""
         if self._start is None or self._due_ns is not None:
             return
         words = words_of(text)
+        earliest = self._start.t_ns + self._params.barge_in_min_speech_ms * MS
         if self._stop_words.found_in(words):
             self._due_ns = time.monotonic_ns()
-        elif self._enough_words(words):
-            earliest = self._start.t_ns + self._params.barge_in_min_speech_ms * MS
+        elif self._enough_words(words) and (self._paused_ns is None or self._paused_ns >= earliest):
+            # A sound that stopped short of barge_in_min_speech_ms waits for its final, which
+            # decides with its length known (Whisper hears "That's it." in a 250 ms hum).
             self._due_ns = max(time.monotonic_ns(), earliest)
 
     def _enough_words(self, words: list[str]) -> bool:

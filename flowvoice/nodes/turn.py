@@ -102,6 +102,7 @@ class _TurnNode(Node):
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, VADEvent):
             self._paused, self._stable = frame.kind == "pause", None
+            self.barge_in.speech_paused(frame if self._paused else None)
             if frame.kind == "resume":
                 await self._cancel_speculation()
             elif frame.kind == "end":
