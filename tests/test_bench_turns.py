@@ -117,10 +117,10 @@ def test_summary_from_a_synthetic_run():
     """4 holds (1 cut off), 3 complete turns, 3 backchannels (1 barges in, 1 spoken when
     no reply played), 2 barge-ins (1 missed)."""
     spoken = [
-        Spoken("a0", "a", "filler", "v", "", *_ns(0, 3), pause_ms=600),
-        Spoken("a1", "a", "number", "v", "", *_ns(10, 13), pause_ms=400),
-        Spoken("a2", "a", "comma", "v", "", *_ns(20, 23)),
-        Spoken("a3", "a", "number", "v", "", *_ns(30, 33)),
+        Spoken("a0", "a", "filler", "piper-joe", "", *_ns(0, 3), pause_ms=600),
+        Spoken("a1", "a", "number", "piper-joe-slow", "", *_ns(10, 13), pause_ms=400),
+        Spoken("a2", "a", "comma", "espeak-en-gb", "", *_ns(20, 23)),
+        Spoken("a3", "a", "number", "piper-joe", "", *_ns(30, 33)),
         Spoken("b0", "b", "question", "v", "", *_ns(40, 42)),
         Spoken("b1", "b", "prompt", "v", "", *_ns(50, 52)),
         Spoken("c0", "c", "backchannel", "v", "", *_ns(54, 54.4), reply_playing=True),
@@ -128,7 +128,7 @@ def test_summary_from_a_synthetic_run():
         Spoken("c1", "c", "noise", "v", "", *_ns(64, 64.3), reply_playing=True),
         Spoken("b3", "b", "prompt", "v", "", *_ns(70, 72), reply_playing=True),
         Spoken("c2", "c", "backchannel", "v", "", *_ns(74, 74.4), reply_playing=False),
-        Spoken("d0", "d", "barge-in", "v", "", *_ns(80, 81), reply_playing=True),
+        Spoken("d0", "d", "barge-in", "v", "", *_ns(80, 81), True, engine_playing=True),
         Spoken("d1", "d", "barge-in", "v", "", *_ns(90, 91), reply_playing=True),
     ]
     commits = [1.5, 3.8, 13.7, 23.6, 33.9, 42.2, 52.4, 62.6, 72.8, 74.9, 82.5]
@@ -136,6 +136,7 @@ def test_summary_from_a_synthetic_run():
         commits=[(int(t * S), turn, "") for turn, t in enumerate(commits, 1)],
         barge_ins=[int(64.5 * S), int(80.6 * S)],
         first_audio={7: int(52.9 * S), 6: int(43.0 * S)},
+        finals=[int(42.1 * S), int(52.2 * S)],
     )
     records = outcomes(spoken, events)
     summary = summarize(records)
@@ -143,6 +144,7 @@ def test_summary_from_a_synthetic_run():
     assert summary["false_cutoffs"] == 1 and summary["holds"] == 4
     assert summary["false_cutoff_rate"] == pytest.approx(0.25)
     assert summary["false_cutoffs_by_kind"] == {"filler": [1, 1], "number": [0, 2], "comma": [0, 1]}
+    assert summary["false_cutoffs_by_engine"] == {"piper": [1, 3], "espeak": [0, 1]}
     # b latencies: 200, 400, 600, 800 ms
     assert summary["complete"] == 4 and summary["committed"] == 4
     assert summary["commit_ms_p50"] == pytest.approx(500)
@@ -155,6 +157,8 @@ def test_summary_from_a_synthetic_run():
     assert summary["barge_ins"] == 2 and summary["missed_barge_ins"] == 1
     assert summary["barge_in_ms_p50"] == pytest.approx(600)
     assert summary["no_reply_playing"] == 1 and summary["overlapped"] == 1
+    assert summary["engine_missed_reply"] == 3  # c0, c1, d1: the engine thought it had ended
+    assert summary["transcript_ms_p50"] == pytest.approx(150)  # 100 and 200 ms
 
 
 def test_events_are_stamped_as_they_arrive():

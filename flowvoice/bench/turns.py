@@ -58,6 +58,8 @@ from flowvoice.testing.scripted_mic import ScriptedMic
 DEFAULT_POLICIES = ("turn.silence", "turn.dynamic", "turn.smart")
 #: Replies capped so the pause before the next utterance can outlast them.
 REPLY_TOKENS = 24
+#: Replies spoken this much slower, so a 1-2 s wait leaves some to talk over.
+REPLY_LENGTH_SCALE = 1.6
 #: Silence before each a/b utterance (after the previous one): the reply must be over by then.
 GAP_S = 9.0
 #: A c/d utterance waits at most this long for the reply to have played its ``assistant_s``.
@@ -66,6 +68,10 @@ CUE_TIMEOUT_S = 12.0
 BARGE_IN_WINDOW_S = 2.5
 #: How long after the end of a complete turn its commit is looked for.
 COMMIT_WINDOW_S = 6.0
+#: The speaker sent reply audio this recently: it is playing (it sends 40 ms slices in real
+#: time, 250 ms ahead).
+PLAYING_GRACE_S = 0.3
+FRAME_S = 0.02  # the scripted microphone's frame
 MS = 1_000_000
 
 # -- policies ----------------------------------------------------------------------------------
@@ -164,6 +170,7 @@ class Spoken:
     onset_ns: int
     end_ns: int  # the real end of speech: the clip ends where its speech ends
     reply_playing: bool = False  # the assistant's reply was playing when it began
+    engine_playing: bool = False  # ... and the engine thought so (barge-in is checked then)
     pause_ms: int = 0
 
 
@@ -175,6 +182,7 @@ class Events:
     commits: list[tuple[int, int, str]] = field(default_factory=list)
     barge_ins: list[int] = field(default_factory=list)
     first_audio: dict[int, int] = field(default_factory=dict)
+    finals: list[int] = field(default_factory=list)  # final transcripts
 
     def record(self, event: dict[str, Any], now_ns: int | None = None) -> None:
         now = time.monotonic_ns() if now_ns is None else now_ns
@@ -183,6 +191,8 @@ class Events:
             self.commits.append((now, event["turn"], event.get("text", "")))
         elif kind == "barge_in":
             self.barge_ins.append(event.get("decided_ns", now))
+        elif kind == "final_transcript":
+            self.finals.append(now)
         elif kind == "metrics":  # published when the turn's first audio is sent
             self.first_audio.setdefault(event["turn"], now)
 
@@ -226,12 +236,15 @@ def outcomes(spoken: list[Spoken], events: Events) -> list[dict[str, Any]]:
             "text": s.text,
             "pause_ms": s.pause_ms,
             "reply_playing": s.reply_playing,
+            "engine_playing": s.engine_playing,
         }
         if s.category == "a":
             record["cut_off"] = cut_off(s, events)
         if s.category in "ab":
             latency, turn = commit_after(s, events, following)
             record["commit_ms"] = None if latency < 0 else latency
+            finals = [t for t in events.finals if s.end_ns <= t < (following or s.end_ns + 10**10)]
+            record["transcript_ms"] = round((min(finals) - s.end_ns) / MS) if finals else None
             first = events.first_audio.get(turn)
             record["voice_to_voice_ms"] = (
                 round((first - s.end_ns) / MS) if latency >= 0 and first is not None else None
@@ -255,22 +268,28 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     over = {c: of(c, lambda r: r["reply_playing"]) for c in "cd"}
     latencies = [r["commit_ms"] for r in complete if r["commit_ms"] is not None]
     v2v = [r["voice_to_voice_ms"] for r in complete if r["voice_to_voice_ms"] is not None]
+    transcripts = [r["transcript_ms"] for r in complete if r.get("transcript_ms") is not None]
     barge_ms = [r["barge_in_ms"] for r in over["d"] if r["barge_in_ms"] is not None]
     by_kind: dict[str, list[int]] = {}
+    by_engine: dict[str, list[int]] = {}  # audio EOT models may treat espeak as out of domain
     for r in holds:
-        by_kind.setdefault(r["kind"], [0, 0])
-        by_kind[r["kind"]][0] += r["cut_off"]
-        by_kind[r["kind"]][1] += 1
+        for key, counts in ((r["kind"], by_kind), (r["voice"].split("-")[0], by_engine)):
+            counts.setdefault(key, [0, 0])
+            counts[key][0] += r["cut_off"]
+            counts[key][1] += 1
     return {
         "utterances": len(records),
         "holds": len(holds),
         "false_cutoffs": sum(r["cut_off"] for r in holds),
         "false_cutoff_rate": sum(r["cut_off"] for r in holds) / len(holds) if holds else None,
         "false_cutoffs_by_kind": by_kind,
+        "false_cutoffs_by_engine": by_engine,
         "complete": len(complete),
         "committed": len(latencies),
         "commit_ms_p50": percentile(latencies, 50),
         "commit_ms_p90": percentile(latencies, 90),
+        "transcript_ms_p50": percentile(transcripts, 50),
+        "transcript_ms_p90": percentile(transcripts, 90),
         "voice_to_voice_ms_p50": percentile(v2v, 50),
         "voice_to_voice_n": len(v2v),
         "backchannels": len(over["c"]),
@@ -280,6 +299,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "missed_barge_ins": sum(r["barge_in_ms"] is None for r in over["d"]),
         "barge_in_ms_p50": percentile(barge_ms, 50),
         "no_reply_playing": sum(not r["reply_playing"] for r in of("c") + of("d")),
+        "engine_missed_reply": sum(
+            not r.get("engine_playing", True) for r in over["c"] + over["d"]
+        ),
         "overlapped": sum(r["reply_playing"] for r in holds + complete),
     }
 
@@ -311,27 +333,47 @@ def prepare(utterances: list[Utterance], folder: Path, gap_s: float) -> list[dic
 
 
 def _observed_mic(utterances: list[Utterance], label: str) -> type[ScriptedMic]:
-    """``test.scripted_mic`` that speaks a c/d utterance only over a reply raised since the
-    previous utterance began (not the previous reply, fully heard already), notes whether a
-    reply was playing at each onset, and prints its progress."""
+    """``test.scripted_mic`` that judges "the reply is playing" by what the speaker does, not
+    by the engine's estimate, prints its progress and notes, at each onset, whether a reply
+    was playing (and whether the engine thought so).
+
+    A c/d utterance waits for a reply raised since the previous utterance began (not the
+    previous one, already heard) whose audio the speaker has been sending for ``assistant_s``
+    (it sends 40 ms slices in real time, so a recent send means audio is playing; gaps while
+    TTS catches up do not count). The engine's own estimate (``PlaybackLedger.is_playing``)
+    takes the time since the reply's first audio as heard, so after such a gap it may think
+    a reply that is still being spoken has ended.
+    """
 
     class ObservedMic(ScriptedMic):
         async def setup(self) -> None:
             await super().setup()
             self.reply_playing: list[bool] = []
+            self.engine_playing: list[bool] = []
             self._onset_turn = -1
+            self._heard_turn, self._heard_s = -1, 0.0
+
+        def _playing(self, turn: int) -> bool:
+            """The speaker sent audio of ``turn`` within :data:`PLAYING_GRACE_S`."""
+            last = Conversation.of(self.context).playback.last_sent_at(turn)
+            playing = last is not None and time.monotonic() - last < PLAYING_GRACE_S
+            if turn != self._heard_turn:
+                self._heard_turn, self._heard_s = turn, 0.0
+            if playing:
+                self._heard_s += FRAME_S  # asked once per 20 ms frame while waiting
+            return playing
 
         def _cued(self, cue: Any, waited: float) -> bool:
-            playback = Conversation.of(self.context).playback
             turn = self.context.turn
-            over_reply = cue.assistant_s is None or waited >= cue.timeout_s
-            if not over_reply:
-                over_reply = turn > self._onset_turn and playback.is_playing(turn)
-            if not (over_reply and super()._cued(cue, waited)):
-                return False
+            playing = self._playing(turn)
+            if cue.assistant_s is not None and waited < cue.timeout_s:
+                heard = self._heard_s if turn > self._onset_turn else 0.0
+                if not playing or heard < cue.assistant_s:
+                    return False
             # The utterance starts now.
             self._onset_turn = turn
-            self.reply_playing.append(playback.is_playing(turn))
+            self.reply_playing.append(playing)
+            self.engine_playing.append(Conversation.of(self.context).playback.is_playing(turn))
             done = len(self.reply_playing)
             u = utterances[done - 1]
             print(
@@ -365,24 +407,31 @@ def run_policy(
     result = anyio.run(run_chat, graph, events.record)
     seconds = time.monotonic() - started
     mic = next(n for n in result.session.nodes.values() if isinstance(n, ScriptedMic))
-    playing = getattr(mic, "reply_playing", [])
     spoken = [
-        Spoken(u.id, u.category, u.kind, u.voice.name, u.text, onset, end, was_playing, u.pause_ms)
-        for u, (onset, end), was_playing in zip(utterances, mic.spoken, playing, strict=True)
+        Spoken(u.id, u.category, u.kind, u.voice.name, u.text, *times, playing, engine, u.pause_ms)
+        for u, times, playing, engine in zip(
+            utterances, mic.spoken, mic.reply_playing, mic.engine_playing, strict=True
+        )
     ]
     records = outcomes(spoken, events)
     return PolicyRun(policy, records, summarize(records), seconds)
 
 
 def graph_for_bench(graph_path: str, overrides: Iterable[str] = ()) -> LoadedGraph:
-    """The graph with its replies capped at :data:`REPLY_TOKENS` (when it has an ``llm`` node
-    with ``max_tokens``), so a reply is over before the next utterance."""
+    """The graph with replies fit for talking over and waiting out: at most
+    :data:`REPLY_TOKENS` tokens (an ``llm`` node with ``max_tokens``), spoken slower
+    (:data:`REPLY_LENGTH_SCALE`, a ``tts`` node with ``length_scale``: the small model often
+    answers in one short sentence, over before a backchannel 1-2 s in); ``overrides`` last."""
     graph = load_graph(graph_path, list(overrides))
-    llm = graph.nodes.get("llm")
-    if llm is not None and "max_tokens" in llm.node_type.Params.model_fields:
-        capped = f"llm.params.max_tokens={REPLY_TOKENS}"
-        graph = load_graph(graph_path, [capped, *overrides])
-    return graph
+    bench: list[str] = []
+    for node, key, value in (
+        ("llm", "max_tokens", REPLY_TOKENS),
+        ("tts", "length_scale", REPLY_LENGTH_SCALE),
+    ):
+        found = graph.nodes.get(node)
+        if found is not None and key in found.node_type.Params.model_fields:
+            bench.append(f"{node}.params.{key}={value}")
+    return load_graph(graph_path, [*bench, *overrides]) if bench else graph
 
 
 # -- reporting ---------------------------------------------------------------------------------
@@ -414,12 +463,25 @@ def table_rows(runs: list[PolicyRun]) -> list[tuple[str, str, list[str]]]:
             )
             for kind in kinds
         ],
+        *[
+            (
+                f"  spoken by {engine}",
+                "",
+                [_pct(*x["false_cutoffs_by_engine"].get(engine, [0, 0])) for x in s],
+            )
+            for engine in sorted({k for x in s for k in x["false_cutoffs_by_engine"]})
+        ],
         (
             "commit latency, complete turns (b) p50 / p90 ms",
             "p50 <= 300",
             [f"{_ms(x['commit_ms_p50'])} / {_ms(x['commit_ms_p90'])}" for x in s],
         ),
         ("complete turns committed (b)", "", [f"{x['committed']}/{x['complete']}" for x in s]),
+        (
+            "  final transcript p50 / p90 ms after end of speech (b)",
+            "",
+            [f"{_ms(x['transcript_ms_p50'])} / {_ms(x['transcript_ms_p90'])}" for x in s],
+        ),
         (
             "voice-to-voice p50 ms (b: end of speech -> first audio sent)",
             "",
@@ -441,6 +503,11 @@ def table_rows(runs: list[PolicyRun]) -> list[tuple[str, str, list[str]]]:
             [_pct(x["missed_barge_ins"], x["barge_ins"]) for x in s],
         ),
         ("barge-in decision p50 ms after onset (d)", "", [_ms(x["barge_in_ms_p50"]) for x in s]),
+        (
+            "c/d over a reply the engine thought had ended",
+            "",
+            [f"{x['engine_missed_reply']}/{x['backchannels'] + x['barge_ins']}" for x in s],
+        ),
         (
             "left out: c/d with no reply playing; a/b over a reply",
             "",
