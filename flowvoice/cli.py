@@ -27,6 +27,7 @@ examples:
   flowvoice validate default light my_graph.yaml
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
+  flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
 """
 
 
@@ -105,19 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper"],
+        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns"],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
     bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
-    bench.add_argument("--plot", metavar="PNG", help="pipecat, load: also save plots (matplotlib)")
+    bench.add_argument(
+        "--plot", metavar="PNG", help="pipecat, load, turns: also save plots (matplotlib)"
+    )
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph file or shipped name (e2e, bargein: default; load: default and light)",
+        help="graph file or shipped name (e2e, bargein, turns: default; load: default and light)",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
-    bench.add_argument("--json", help="load: keep results in this JSON file")
+    bench.add_argument("--json", help="load, turns: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
@@ -126,6 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--windows", type=float, nargs="+", help="whisper: encoder windows in s (30 15 10)"
     )
     bench.add_argument("--threads", type=int, default=0, help="whisper: CPU threads (0: auto)")
+    bench.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="TYPE[:KEY=VALUE,...]",
+        help="turns: another turn policy to compare (repeatable), e.g. "
+        "--turn turn.silence:silence_ms=500",
+    )
+    bench.add_argument(
+        "--no-default-turns",
+        action="store_true",
+        help="turns: run only the --turn policies (default: turn.silence, the graph's "
+        "turn.dynamic and turn.smart when it exists, then the --turn ones)",
+    )
+    bench.add_argument(
+        "--utterances", type=int, help="turns: speak about this many (default: the whole corpus)"
+    )
+    bench.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.params.KEY=VALUE",
+        help="turns: override a value of the graph (repeatable)",
+    )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 
@@ -255,6 +283,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.bargein import main as bench_bargein
 
         return bench_bargein(graph, args.interruptions, args.questions, args.markdown)
+    if args.name == "turns":
+        from flowvoice.bench.turns import main as bench_turns
+
+        _load(graph, args.overrides)  # a bad graph or override: a clear error, no traceback
+        return bench_turns(
+            graph,
+            extra=args.turn,
+            utterances=args.utterances,
+            markdown=args.markdown,
+            json_path=args.json,
+            plot_path=args.plot,
+            defaults=not args.no_default_turns,
+            overrides=args.overrides,
+        )
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 
