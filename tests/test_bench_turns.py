@@ -173,10 +173,9 @@ def test_events_are_stamped_as_they_arrive():
     assert events.first_audio == {3: 7}
 
 
-def test_policies_default_to_silence_and_dynamic_and_parse_params():
+def test_policies_default_to_silence_dynamic_and_smart_and_parse_params():
     labels = [p.type_name for p in default_policies()]
-    assert labels[:2] == ["turn.silence", "turn.dynamic"]
-    assert set(labels) <= set(turns.DEFAULT_POLICIES)
+    assert labels == ["turn.silence", "turn.dynamic", "turn.smart"]
     policy = parse_policy("turn.silence:silence_ms=500,speculate=false")
     assert policy == Policy("turn.silence", {"silence_ms": 500, "speculate": False})
     assert policy.label == "turn.silence:silence_ms=500,speculate=False"
@@ -187,9 +186,13 @@ def test_policies_default_to_silence_and_dynamic_and_parse_params():
 
 def test_with_policy_swaps_the_turn_node_and_keeps_the_conversation_settings():
     graph = load_graph("default")
-    dynamic = with_policy(graph, Policy("turn.dynamic")).nodes["turn"]
-    assert dynamic.type_name == "turn.dynamic"
-    assert dynamic.params.min_wait_ms == graph.nodes["turn"].params.min_wait_ms
+    swapped = with_policy(graph, Policy("turn.dynamic", {"min_wait_ms": 450}))
+    dynamic = swapped.nodes["turn"]
+    assert dynamic.type_name == "turn.dynamic" and dynamic.params.min_wait_ms == 450
+    assert dynamic.params.speculate == graph.nodes["turn"].params.speculate
+    assert "turn" not in {e.target for e in swapped.edges if e.target_port == "audio"}
+    smart = with_policy(swapped, Policy("turn.smart")).nodes["turn"]
+    assert smart.type_name == "turn.smart"
     silence = with_policy(graph, Policy("turn.silence", {"silence_ms": 600})).nodes["turn"]
     assert silence.type_name == "turn.silence" and silence.params.silence_ms == 600
     assert silence.params.speculate == graph.nodes["turn"].params.speculate

@@ -54,8 +54,13 @@ from flowvoice.graph.spec import LoadedGraph, load_graph
 from flowvoice.nodes.audio import write_wav
 from flowvoice.testing.scripted_mic import ScriptedMic
 
-#: Compared in every run, in this order; a type that is not registered is skipped.
-DEFAULT_POLICIES = ("turn.silence", "turn.dynamic", "turn.smart")
+#: Compared in every run, in this order: the VAD baseline, the text rule as the default graph
+#: had it before turn.smart (a 500 ms wait after a finished sentence), and the default.
+DEFAULT_POLICIES = (
+    ("turn.silence", {}),
+    ("turn.dynamic", {"min_wait_ms": 500}),
+    ("turn.smart", {}),
+)
 #: Replies capped so the pause before the next utterance can outlast them.
 REPLY_TOKENS = 24
 #: Replies spoken this much slower, so a 1-2 s wait leaves some to talk over.
@@ -113,9 +118,9 @@ def turn_types() -> list[str]:
 
 
 def default_policies() -> list[Policy]:
-    """:data:`DEFAULT_POLICIES` that are registered (``turn.smart`` once it exists)."""
+    """:data:`DEFAULT_POLICIES` that are registered."""
     registered = set(turn_types())
-    return [Policy(name) for name in DEFAULT_POLICIES if name in registered]
+    return [Policy(name, dict(params)) for name, params in DEFAULT_POLICIES if name in registered]
 
 
 def with_policy(graph: LoadedGraph, policy: Policy) -> LoadedGraph:
@@ -145,7 +150,9 @@ def with_policy(graph: LoadedGraph, policy: Policy) -> LoadedGraph:
     new = replace(
         node, type_name=policy.type_name, node_type=node_type, params=node_type.Params(**params)
     )
-    return replace(graph, nodes={**graph.nodes, node.name: new})
+    # turn.smart's audio input: an edge into a port the new type lacks goes with it
+    edges = [e for e in graph.edges if e.target != node.name or e.target_port in node_type.inputs]
+    return replace(graph, nodes={**graph.nodes, node.name: new}, edges=edges)
 
 
 def _conversation_fields() -> set[str]:
