@@ -11,7 +11,7 @@ ends give a hold time, measured from the end of speech, instead of a yes/no:
 - unlikely: the turn is scored again at ``rescore_ms`` of silence (the model then hears the
   silence too); still unlikely, it commits at ``max_wait_ms``, the hard cap;
 - whatever the score, text that ends on an unfinished clause (a trailing "the", "and",
-  "um", a comma, "is", a number, ...) waits ``unfinished_ms``. Whisper's closing "?" or
+  "um", a comma, "would be", a number, ...) waits ``unfinished_ms``. Whisper's closing "?" or
   "." is not trusted there: it punctuates a paused "Can you tell me about the" as "about
   that?". Measured on synthetic speech (``flowvoice bench turns``), Smart Turn alone scores
   many such fragments as finished: TTS voices end every fragment with a final fall.
@@ -39,9 +39,10 @@ from flowvoice.node import NodeSetupError, Port
 from flowvoice.nodes.turn import ConversationParams, _TurnNode, classify_ending
 
 #: Besides turn.dynamic's continuation words, endings that leave a sentence open: a verb
-#: still waiting for its object ("the problem is", "it would be") or a number being dictated.
+#: still waiting for its complement ("it would be", "you should") or a number being dictated.
+#: Not "is": "Explain what photosynthesis is." ends a question.
 _OPEN_ENDING_WORDS = """
-    is are was were be been being am would should could might must
+    be been being would should could might must
     zero oh one two three four five six seven eight nine ten eleven twelve
     thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty
     sixty seventy eighty ninety hundred thousand
