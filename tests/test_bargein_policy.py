@@ -123,7 +123,8 @@ def short_sound_heard_as(text: str, sound_s: float):
     start = VADEvent(kind="start")
     yield "vad", start
     yield sound_s
-    pause = VADEvent(kind="pause")
+    # stamped where the sound ended, however late a busy machine wakes the script
+    pause = VADEvent(kind="pause", t_ns=start.t_ns + int(sound_s * 1e9))
     yield "vad", pause
     yield 0.05
     yield "transcript", Transcript(text=text, stable=True)

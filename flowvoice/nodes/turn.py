@@ -67,7 +67,10 @@ class ConversationParams(BargeInParams, SpeculationParams):
     """Barge-in and speculation settings shared by the turn nodes."""
 
 
-class _TurnNode(Node):
+class TurnDetector(Node):
+    """Base of the ``turn.*`` nodes: pairs speech ends with final transcripts, waits
+    :meth:`wait_ms` of silence, commits the turn, and feeds barge-in and speculation."""
+
     inputs = {
         "vad": Port(VADEvent, doc="speech start / end"),
         "transcript": Port(Transcript, doc="final transcripts; partials count barge-in words"),
@@ -238,7 +241,7 @@ class DynamicTurnParams(ConversationParams):
 
 
 @register("turn.dynamic")
-class DynamicTurn(_TurnNode):
+class DynamicTurn(TurnDetector):
     """Commits the user's turn after a silence that depends on how the transcript ends.
 
     The silence is measured from the end of speech (the VAD end event), so the VAD's hang-over
@@ -267,7 +270,7 @@ class SilenceTurnParams(ConversationParams):
 
 
 @register("turn.silence")
-class SilenceTurn(_TurnNode):
+class SilenceTurn(TurnDetector):
     """Commits the user's turn after a fixed silence (and the final transcript): the baseline."""
 
     Params = SilenceTurnParams

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from flowvoice.frames import AudioFrame, Frame, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError, Port
-from flowvoice.nodes.turn import ConversationParams, _TurnNode, classify_ending
+from flowvoice.nodes.turn import ConversationParams, TurnDetector, classify_ending
 
 #: Besides turn.dynamic's continuation words, endings that leave a sentence open: a verb
 #: still waiting for its complement ("it would be", "you should") or a number being dictated.
@@ -119,12 +119,12 @@ class SmartTurnParams(ConversationParams):
 
 
 @register("turn.smart")
-class SmartTurn(_TurnNode):
+class SmartTurn(TurnDetector):
     """Commits the user's turn after a silence chosen from Smart Turn's end-of-turn probability
     and the transcript's ending (see the module docs)."""
 
     inputs = {
-        **_TurnNode.inputs,
+        **TurnDetector.inputs,
         "audio": Port(AudioFrame, doc="the user's audio (the VAD's audio output), 16 kHz"),
     }
     Params = SmartTurnParams
