@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 from harness import run_node
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowvoice.conversation import Conversation
 from flowvoice.conversation.bargein import DEFAULT_BACKCHANNELS, Phrases, words_of
@@ -139,3 +141,12 @@ async def test_a_short_sound_heard_as_words_is_no_barge_in():
     result = await run_node("turn.dynamic", PARAMS, script)
     assert voice_events(result) == ["voice_paused", "voice_resumed"]
     assert result.frames("user_turn") == []
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_any_transcript_counts_without_error(text):
+    words = words_of(text)
+    backchannels = Phrases(DEFAULT_BACKCHANNELS)
+    assert 0 <= backchannels.other_words(words) <= len(words)
+    assert backchannels.other_words(words + ["mm", "hm"]) == backchannels.other_words(words)
