@@ -1,7 +1,8 @@
 """The browser conversation server: Starlette app, one session per WebSocket connection.
 
 Routes: the static client at ``/`` (``flowvoice/web``), the WebSocket at ``/ws`` (wire
-protocol in :mod:`flowvoice.transport`), ``/health`` and ``/metrics`` (Prometheus text).
+protocol in :mod:`flowvoice.transport`), ``/health`` and ``/metrics`` (Prometheus text), and
+the OpenAI-compatible speech endpoints under ``/v1`` (:mod:`flowvoice.speech_api`).
 Models are shared by every session through the process-wide resource cache.
 """
 
@@ -30,6 +31,7 @@ from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
+from flowvoice.speech_api import SpeechAPI
 from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
 
 log = logging.getLogger("flowvoice.server")
@@ -86,6 +88,7 @@ class VoiceServer:
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
         self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
+        self.speech = SpeechAPI(graph, token)
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def health(self, request: Request) -> JSONResponse:
@@ -96,7 +99,8 @@ class VoiceServer:
     async def prometheus(self, request: Request) -> PlainTextResponse:
         live = [(s.drops(), t.inbox_dropped, t.protocol_errors) for s, t in self.live.values()]
         return PlainTextResponse(
-            self.metrics.render(live), media_type="text/plain; version=0.0.4; charset=utf-8"
+            self.metrics.render(live) + self.speech.metrics_text(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
@@ -197,6 +201,7 @@ def create_app(
             Route("/health", server.health),
             Route("/metrics", server.prometheus),
             WebSocketRoute("/ws", server.websocket),
+            *server.speech.routes(),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
         ]
     )

@@ -52,6 +52,8 @@ BAD_JSON = "bad_json"
 BAD_MESSAGE = "bad_message"
 UNKNOWN_TYPE = "unknown_type"
 NODE_FAILED = "node_failed"
+#: A speech node lost one utterance or sentence (a remote engine failed); the session goes on.
+SPEECH_FAILED = "speech_failed"
 INTERNAL = "internal"
 
 

@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "flowvoice.nodes.audio",
     "flowvoice.nodes.vad",
     "flowvoice.nodes.stt",
+    "flowvoice.nodes.stt_remote",
     "flowvoice.nodes.turn",
     "flowvoice.nodes.turn_classifier",
     "flowvoice.nodes.turn_smart",
@@ -33,6 +34,7 @@ BUILTIN_MODULES = (
     "flowvoice.nodes.text",
     "flowvoice.nodes.tts",
     "flowvoice.nodes.tts_realtime",
+    "flowvoice.nodes.tts_remote",
     "flowvoice.nodes.websocket",
 )
 

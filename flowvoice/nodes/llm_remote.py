@@ -23,9 +23,16 @@ from pydantic import Field
 
 from flowvoice.frames import TextDelta
 from flowvoice.graph.registry import register
-from flowvoice.node import NodeSetupError
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.llm_base import Emit, LLMParams, ReplyFailed, StreamingLLM
+from flowvoice.nodes.openai_api import (
+    OpenAIServerParams,
+    describe_api_error,
+    open_client,
+    served_models,
+    server_url,
+    unserved_model,
+)
 
 #: How long closing an abandoned HTTP stream may take.
 CLOSE_TIMEOUT_S = 2.0
@@ -193,18 +200,8 @@ class OllamaLLM(RemoteLLM):
 # -- OpenAI-compatible ---------------------------------------------------------------------------
 
 
-class OpenAIParams(RemoteLLMParams):
+class OpenAIParams(RemoteLLMParams, OpenAIServerParams):
     model: str = Field("gpt-4o-mini", description="Model name on the server.")
-    base_url: str | None = Field(
-        None,
-        description="API base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1; "
-        "default $OPENAI_BASE_URL, else OpenAI's.",
-    )
-    api_key_env: str = Field(
-        "OPENAI_API_KEY",
-        description="Name of the environment variable holding the API key (never the key "
-        "itself); optional for a local base_url.",
-    )
     prompt_style: Literal["chat", "completion"] = Field(
         "chat",
         description="'chat': /chat/completions with messages; 'completion': /completions with "
@@ -230,25 +227,9 @@ class OpenAILLM(RemoteLLM):
     params: OpenAIParams
 
     async def setup(self) -> None:
-        openai = require("openai", "openai", "pip install 'flowvoice[openai]'")
-        self._openai = openai
         p = self.params
-        key = os.environ.get(p.api_key_env, "")
-        base_url = p.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        if not key:
-            if base_url is None:
-                raise NodeSetupError(
-                    f"no API key: set the environment variable {p.api_key_env} (the param "
-                    "`api_key_env` names it), or set `base_url` to a local server"
-                )
-            key = "no-key-required"
-        self._client = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=base_url,
-            timeout=openai.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s)),
-            max_retries=0,  # retried here, before the first token only
-        )
-        self.base_url = str(self._client.base_url).rstrip("/")
+        self._client = open_client(p, p.timeout_s)  # retried here, before the first token only
+        self.base_url = server_url(self._client)
         self._model_checked = not p.check_model
 
     async def teardown(self) -> None:
@@ -259,15 +240,11 @@ class OpenAILLM(RemoteLLM):
 
     async def _check_model(self) -> None:
         """Fail clearly when the server lists its models and ``model`` is not among them."""
-        try:
-            models = [m.id async for m in self._client.models.list()]
-        except (self._openai.NotFoundError, self._openai.PermissionDeniedError):
-            models = []  # the server does not list models: nothing to check
-        if models and self.params.model not in models:
-            raise ReplyFailed(
-                f"model {self.params.model!r} is not served by {self.base_url} (it serves "
-                f"{', '.join(sorted(models)[:10])})"
-            )
+        problem = unserved_model(
+            self.params.model, await served_models(self._client), self.base_url
+        )
+        if problem:
+            raise ReplyFailed(problem)
         self._model_checked = True
 
     async def open_stream(self) -> tuple[AsyncIterator[str], Callable[[], Awaitable[Any]]]:
@@ -305,17 +282,9 @@ class OpenAILLM(RemoteLLM):
         return pieces(), stream.close
 
     def describe_error(self, exc: Exception) -> Exception | None:
-        openai, p, where = self._openai, self.params, self.base_url
-        if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-            return Retryable(f"cannot reach {where} ({type(exc).__name__}: {exc})")
-        if isinstance(exc, openai.AuthenticationError):
-            return ReplyFailed(
-                f"{where} rejected the API key from ${p.api_key_env} ({exc.status_code})"
-            )
-        if isinstance(exc, openai.NotFoundError):
-            return ReplyFailed(f"model {p.model!r} was not found at {where} ({exc.message})")
-        if isinstance(exc, openai.RateLimitError | openai.InternalServerError):
-            return Retryable(f"{where} is overloaded or failing ({exc.status_code}: {exc.message})")
-        if isinstance(exc, openai.APIStatusError):
-            return ReplyFailed(f"{where} refused the request ({exc.status_code}: {exc.message})")
-        return None
+        p = self.params
+        described = describe_api_error(exc, self.base_url, p.model, p.api_key_env)
+        if described is None:
+            return None
+        message, retryable = described
+        return Retryable(message) if retryable else ReplyFailed(message)

