@@ -95,8 +95,9 @@ class ProducedResponse(Response):
     def __init__(
         self, produce: Callable[[Write], Awaitable[None]], media_type: str, counts: Counts
     ):
-        super().__init__(media_type=media_type)
         self.produce, self.counts = produce, counts
+        self.background = None
+        self.raw_headers = [(b"content-type", media_type.encode("latin-1"))]  # no length
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
