@@ -110,18 +110,25 @@ async def run_graph(
     script: Iterable[Step],
     inputs: Iterable[str],
     timeout: float = 60.0,
+    stall_timeouts: dict[str, float] | None = None,
 ) -> Result:
     """Run ``nodes`` ({name: (type, params)}) wired by ``edges`` ("a.out -> b.in").
 
     ``inputs`` are the "node.port" targets the script feeds. Every output port of every node
     is collected. Raises TimeoutError if the graph has not ended within ``timeout`` seconds.
+    ``stall_timeouts``: a node's ``stall_timeout_s``, by name.
     """
     loaded: dict[str, LoadedNode] = {}
     for name, (type_name, params) in nodes.items():
         node_type = get_node_type(type_name)
         assert node_type is not None, f"unknown node type {type_name}"
         loaded[name] = LoadedNode(
-            name, type_name, node_type, node_type.Params.model_validate(params), None
+            name,
+            type_name,
+            node_type,
+            node_type.Params.model_validate(params),
+            None,
+            (stall_timeouts or {}).get(name),
         )
     targets = list(inputs)
     feeder = _feeder_type(targets, script)
@@ -160,6 +167,7 @@ async def run_node(
     params: dict[str, Any] | None = None,
     script: Iterable[Step] = (),
     timeout: float = 60.0,
+    stall_timeout_s: float | None = None,
 ) -> Result:
     """Run one node of ``type_name``: the script feeds its input ports ("port" targets)."""
     node_type = get_node_type(type_name)
@@ -171,6 +179,7 @@ async def run_node(
         script,
         [f"node.{port}" for port in node_type.inputs],
         timeout,
+        {"node": stall_timeout_s} if stall_timeout_s else None,
     )
     result.received = {key.split(".", 1)[1]: value for key, value in result.received.items()}
     return result

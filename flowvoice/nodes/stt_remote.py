@@ -169,7 +169,7 @@ class OpenAISTT(UtteranceSTT):
             if on_text is not None:
                 await on_text(text)
             return text
-        text, done = "", False
+        text = ""
         async for line in response.iter_lines():
             if not line.startswith("data:"):
                 continue
@@ -178,11 +178,11 @@ class OpenAISTT(UtteranceSTT):
                 continue
             kind, value = piece
             if kind == "done":
-                text, done = value, True
-            elif value:
+                return value.strip()
+            if value:
                 text += value
                 if on_text is not None:
                     await on_text(text.strip())
-        if not done and not text:
+        if not text:
             raise TranscriptionFailed(f"the stream from {self.base_url} ended without a text")
         return text.strip()
