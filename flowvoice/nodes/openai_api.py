@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -110,3 +111,38 @@ def _transport_errors() -> tuple[type[Exception], ...]:
         with contextlib.suppress(ImportError):
             errors.append(importlib.import_module(name).TransportError)
     return tuple(errors)
+
+
+class OpenAIConnection:
+    """A speech node's client of one server: opened at setup, which fails (NodeSetupError)
+    when the server cannot be reached or lists its models without ``model``."""
+
+    def __init__(self, params: OpenAIServerParams, model: str, timeout_s: float):
+        self.params, self.model = params, model
+        self.client = open_client(params, timeout_s)
+        self.base_url = server_url(self.client)
+
+    async def check(self, *more: Callable[[], Awaitable[str | None]]) -> None:
+        """Check the model, then each of ``more`` (a problem in words, or None)."""
+
+        async def model_problem() -> str | None:
+            return unserved_model(self.model, await served_models(self.client), self.base_url)
+
+        for check in (model_problem, *more):
+            try:
+                problem = await check()
+            except Exception as exc:
+                raise NodeSetupError(self.describe(exc)) from exc
+            if problem:
+                raise NodeSetupError(problem)
+
+    def describe(self, exc: Exception) -> str:
+        """:func:`describe_api_error`'s words for ``exc``; re-raised when it is not an API
+        or transport error."""
+        described = describe_api_error(exc, self.base_url, self.model, self.params.api_key_env)
+        if described is None:
+            raise exc
+        return described[0]
+
+    async def close(self) -> None:
+        await self.client.close()

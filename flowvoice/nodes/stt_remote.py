@@ -29,15 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from flowvoice.graph.registry import register
-from flowvoice.node import NodeSetupError
-from flowvoice.nodes.openai_api import (
-    OpenAIServerParams,
-    describe_api_error,
-    open_client,
-    served_models,
-    server_url,
-    unserved_model,
-)
+from flowvoice.nodes.openai_api import OpenAIConnection, OpenAIServerParams
 from flowvoice.nodes.stt import RATE, OnText, TranscriptionFailed, UtteranceParams, UtteranceSTT
 
 
@@ -114,26 +106,12 @@ class OpenAISTT(UtteranceSTT):
 
     async def setup(self) -> None:
         p = self.params
-        self._client = open_client(p, p.timeout_s)
-        self.base_url = server_url(self._client)
-        try:
-            problem = unserved_model(p.model, await served_models(self._client), self.base_url)
-        except Exception as exc:
-            raise NodeSetupError(self._describe(exc)) from exc
-        if problem:
-            raise NodeSetupError(problem)
+        self._api = OpenAIConnection(p, p.model, p.timeout_s)
+        await self._api.check()
 
     async def teardown(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            await client.close()
-
-    def _describe(self, exc: Exception) -> str:
-        p = self.params
-        described = describe_api_error(exc, self.base_url, p.model, p.api_key_env)
-        if described is None:
-            raise exc
-        return described[0]
+        if hasattr(self, "_api"):
+            await self._api.close()
 
     async def transcribe_audio(
         self,
@@ -149,7 +127,7 @@ class OpenAISTT(UtteranceSTT):
         if prompt:
             fields["prompt"] = prompt
         try:
-            async with self._client.audio.transcriptions.with_streaming_response.create(
+            async with self._api.client.audio.transcriptions.with_streaming_response.create(
                 file=("utterance.wav", wav_bytes(audio), "audio/wav"),
                 extra_body=p.extra_body or None,
                 **fields,
@@ -158,7 +136,7 @@ class OpenAISTT(UtteranceSTT):
         except TranscriptionFailed:
             raise
         except Exception as exc:
-            raise TranscriptionFailed(self._describe(exc)) from exc
+            raise TranscriptionFailed(self._api.describe(exc)) from exc
 
     async def _read(self, response: Any, on_text: OnText | None) -> str:
         """The text of a reply: streamed events as they come, or a JSON / text body."""
@@ -184,5 +162,5 @@ class OpenAISTT(UtteranceSTT):
                 if on_text is not None:
                     await on_text(text.strip())
         if not text:
-            raise TranscriptionFailed(f"the stream from {self.base_url} ended without a text")
+            raise TranscriptionFailed(f"the stream from {self._api.base_url} ended without text")
         return text.strip()

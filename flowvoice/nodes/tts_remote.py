@@ -28,16 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from flowvoice.graph.registry import register
-from flowvoice.node import NodeSetupError
-from flowvoice.nodes.openai_api import (
-    OpenAIServerParams,
-    describe_api_error,
-    open_client,
-    openai_module,
-    served_models,
-    server_url,
-    unserved_model,
-)
+from flowvoice.nodes.openai_api import OpenAIConnection, OpenAIServerParams, openai_module
 from flowvoice.nodes.tts import Send, SynthesisFailed, _TTSNode
 
 #: OpenAI's ``pcm``: 24 kHz.
@@ -97,44 +88,30 @@ class OpenAITTS(_TTSNode):
 
     async def setup(self) -> None:
         p = self.params
-        self._client = open_client(p, p.timeout_s)
-        self.base_url = server_url(self._client)
         self.sample_rate = p.sample_rate
-        try:
-            problem = unserved_model(p.model, await served_models(self._client), self.base_url)
-            voices = await self._served_voices()
-        except Exception as exc:
-            raise NodeSetupError(self._describe(exc)) from exc
-        if problem:
-            raise NodeSetupError(problem)
-        if voices and p.voice not in voices:
-            raise NodeSetupError(
-                f"voice {p.voice!r} is not offered by {self.base_url} (it offers "
-                f"{', '.join(sorted(voices)[:20])})"
-            )
+        self._api = OpenAIConnection(p, p.model, p.timeout_s)
+        await self._api.check(self._voice_problem)
 
     async def teardown(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            await client.close()
+        if hasattr(self, "_api"):
+            await self._api.close()
 
-    async def _served_voices(self) -> list[str]:
-        """The voices the server lists at ``/audio/voices`` (flowvoice, Kokoro-FastAPI,
-        vLLM-Omni); empty when it lists none."""
+    async def _voice_problem(self) -> str | None:
+        """Why ``voice`` cannot be used, when the server lists its voices at
+        ``/audio/voices`` (flowvoice, Kokoro-FastAPI, vLLM-Omni) without it."""
         openai = openai_module()
         try:
-            listing = await self._client.get("/audio/voices", cast_to=object)
+            listing = await self._api.client.get("/audio/voices", cast_to=object)
         except (openai.NotFoundError, openai.PermissionDeniedError, openai.BadRequestError):
-            return []
+            return None
         voices = listing.get("voices", []) if isinstance(listing, dict) else []
-        return [v if isinstance(v, str) else str(v.get("id", v.get("name"))) for v in voices]
-
-    def _describe(self, exc: Exception) -> str:
-        p = self.params
-        described = describe_api_error(exc, self.base_url, p.model, p.api_key_env)
-        if described is None:
-            raise exc
-        return described[0]
+        names = [v if isinstance(v, str) else str(v.get("id", v.get("name"))) for v in voices]
+        if not names or self.params.voice in names:
+            return None
+        return (
+            f"voice {self.params.voice!r} is not offered by {self._api.base_url} (it offers "
+            f"{', '.join(sorted(names)[:20])})"
+        )
 
     async def stream_audio(self, text: str, send: Send) -> None:
         p = self.params
@@ -142,7 +119,7 @@ class OpenAITTS(_TTSNode):
         if p.instructions:
             fields["instructions"] = p.instructions
         try:
-            async with self._client.audio.speech.with_streaming_response.create(
+            async with self._api.client.audio.speech.with_streaming_response.create(
                 model=p.model,
                 voice=p.voice,
                 input=text,
@@ -159,4 +136,4 @@ class OpenAITTS(_TTSNode):
                     if len(data) > 1:
                         await send(np.frombuffer(data[: len(data) & ~1], "<i2").copy())
         except Exception as exc:
-            raise SynthesisFailed(self._describe(exc)) from exc
+            raise SynthesisFailed(self._api.describe(exc)) from exc
