@@ -408,6 +408,7 @@ class _Utterance:
     speech_start: int
     speech_end: int | None = None
     early: _Early | None = None  # transcription of the current pause, if the speech paused
+    partial: anyio.CancelScope | None = None  # the partial transcription in progress
 
     @property
     def end(self) -> int:
@@ -476,6 +477,8 @@ class UtteranceSTT(Node):
                     self._current.early.scope.cancel()  # its text is no longer needed
                 self._current.early = None
             else:
+                if self._current.partial is not None:
+                    self._current.partial.cancel()  # its text would be dropped
                 self._current.speech_end = position
                 self._ended.append(self._current)
                 self._current = None
@@ -622,10 +625,12 @@ class UtteranceSTT(Node):
                 await self._emit_partial(text)
 
         try:
-            await self.transcribe_audio(audio, self._prompt(utterance), show)
+            with anyio.CancelScope() as utterance.partial:
+                await self.transcribe_audio(audio, self._prompt(utterance), show)
         except TranscriptionFailed:
             pass  # the final is transcribed anyway and reports a failure
         finally:
+            utterance.partial = None
             self._partial_busy = False
 
     async def _emit_partial(self, text: str, stable: bool = False) -> None:

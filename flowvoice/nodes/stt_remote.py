@@ -10,8 +10,8 @@ With ``stream`` the request asks for server-sent events and the text grows as th
 (partial transcripts while the user speaks). Three reply shapes are read: OpenAI's
 ``transcript.text.delta`` / ``transcript.text.done`` events, vLLM's chat-shaped chunks
 (``choices[0].delta.content``), and a plain JSON or text body from a server that does not
-stream. A transcription whose text is no longer needed (the speech resumed after a pause) is
-cancelled, which closes its request.
+stream. A transcription whose text is no longer needed (the speech resumed after a pause, or
+a partial's utterance ended) is cancelled, which closes its request.
 
 A server that is down, or does not list ``model``, fails the node at setup. Later failures
 (server gone, 5xx, a stream cut or stalled longer than ``timeout_s``) cost one utterance: its
