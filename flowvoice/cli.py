@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
     bench.add_argument("--json", help="load, turns: keep results in this JSON file")
+    bench.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="load: reruns of a point other processes disturbed (over 10%% CPU); 0 when model "
+        "servers on this machine do part of the graph's work (graphs/remote_speech.yaml)",
+    )
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
@@ -276,8 +283,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         graphs = args.graph or ["default", "light"]
         return bench_load(
-            graphs, args.sessions, args.questions, args.markdown, args.plot, args.json
-        )
+            graphs, args.sessions, args.questions, args.markdown, args.plot, args.json,
+            retries=args.retries,
+        )  # fmt: skip
     graph = (args.graph or ["default"])[0]
     if args.name == "bargein":
         from flowvoice.bench.bargein import main as bench_bargein

@@ -290,6 +290,7 @@ def run_sweeps(
     questions: int,
     stop_above_ms: float,
     json_path: str | None = None,
+    retries: int = 3,
 ) -> dict[str, list[Point]]:
     """Each graph's sweep (its SWEEPS counts unless ``sessions``), keyed by graph name;
     progress printed and the results so far saved to ``json_path`` after every point."""
@@ -306,7 +307,7 @@ def run_sweeps(
         for path in graphs:
             name = graph_name(path)
             counts = sessions or SWEEPS.get(name, FALLBACK_SWEEP)
-            sweep(path, counts, questions, Path(tmp), stop_above_ms, progress)
+            sweep(path, counts, questions, Path(tmp), stop_above_ms, progress, retries)
     return sweeps
 
 
@@ -318,6 +319,7 @@ def main(
     plot_path: str | None = None,
     json_path: str | None = None,
     stop_above_ms: float = 2 * TARGET_MS,
+    retries: int = 3,
 ) -> int:
     """Sweep each graph; print a table per graph and the verdicts; 1 when nothing answered."""
     if plot_path and not load_plot.available():
@@ -331,7 +333,7 @@ def main(
     # SIGTERM unwinds like Ctrl-C, so the server subprocess is stopped, not orphaned.
     previous = signal.signal(signal.SIGTERM, exit_on_signal)
     try:
-        sweeps = run_sweeps(graphs, sessions, questions, stop_above_ms, json_path)
+        sweeps = run_sweeps(graphs, sessions, questions, stop_above_ms, json_path, retries)
     finally:
         signal.signal(signal.SIGTERM, previous)
     for points in sweeps.values():
