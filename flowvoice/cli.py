@@ -121,13 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
     bench.add_argument("--json", help="load, turns: keep results in this JSON file")
-    bench.add_argument(
-        "--retries",
-        type=int,
-        default=3,
-        help="load: reruns of a point other processes disturbed (over 10%% CPU); 0 when model "
-        "servers on this machine do part of the graph's work (graphs/remote_speech.yaml)",
-    )
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
@@ -136,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--windows", type=float, nargs="+", help="whisper: encoder windows in s (30 15 10)"
     )
     bench.add_argument("--threads", type=int, default=0, help="whisper: CPU threads (0: auto)")
+    bench.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="load: reruns of a point other processes disturbed (over 10%% CPU); 0 when model "
+        "servers on this machine do part of the graph's work (graphs/remote_speech.yaml)",
+    )
     bench.add_argument(
         "--turn",
         action="append",
