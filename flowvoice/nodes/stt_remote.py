@@ -135,6 +135,9 @@ class OpenAISTT(UtteranceSTT):
                 return await self._read(response, on_text)
         except TranscriptionFailed:
             raise
+        except ValueError as exc:  # a body or event that is not the JSON it should be
+            where = self._api.base_url
+            raise TranscriptionFailed(f"{where} sent a malformed reply ({exc})") from exc
         except Exception as exc:
             raise TranscriptionFailed(self._api.describe(exc)) from exc
 

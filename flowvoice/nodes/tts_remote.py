@@ -105,7 +105,11 @@ class OpenAITTS(_TTSNode):
         except (openai.NotFoundError, openai.PermissionDeniedError, openai.BadRequestError):
             return None
         voices = listing.get("voices", []) if isinstance(listing, dict) else []
-        names = [v if isinstance(v, str) else str(v.get("id", v.get("name"))) for v in voices]
+        names = [
+            v if isinstance(v, str) else str(v.get("id") or v.get("name"))
+            for v in voices
+            if isinstance(v, str | dict)
+        ]
         if not names or self.params.voice in names:
             return None
         return (
