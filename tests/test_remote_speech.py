@@ -176,6 +176,7 @@ async def test_remote_speech_graph_answers_a_spoken_question(
             "SPEECH_KEY_ENV": "MODEL_KEY",
             "LLM_BASE_URL": llm.url,
             "LLM_MODEL": "gemma3-270m",
+            "LLM_PROMPT_STYLE": "completion",
         }
         graph = load_graph(ROOT / "graphs" / "remote_speech.yaml", environ=environ)
         with running_server(create_app(graph, token=None)) as replica:
