@@ -137,9 +137,7 @@ class SpeechAPI:
     def __init__(self, graph: LoadedGraph, token: str | None):
         self.graph, self.token = graph, token
         self.stt_node, self.tts_node = _first(graph, UtteranceSTT), _first(graph, _TTSNode)
-        nodes = {n.name: n for n in (self.stt_node, self.tts_node) if n is not None}
-        self._session = Session(dataclasses.replace(graph, nodes=nodes, edges=[]))
-        self._ready = False
+        self._session: Session | None = None  # the engines' own, made on first use
         self._lock = anyio.Lock()
         self.counts = {"transcriptions": Counts(), "speech": Counts()}
 
@@ -169,12 +167,15 @@ class SpeechAPI:
         if node is None:
             raise RequestError(404, f"graph {self.graph.name!r} has no {what} node", "model")
         async with self._lock:
-            if not self._ready:
+            if self._session is None:
+                nodes = {n.name: n for n in (self.stt_node, self.tts_node) if n is not None}
+                session = Session(dataclasses.replace(self.graph, nodes=nodes, edges=[]))
                 try:
-                    await self._session.setup()
+                    await session.setup()
                 except SessionError as exc:
+                    await session.teardown()
                     raise RequestError(503, f"the {what} engine cannot start: {exc}") from exc
-                self._ready = True
+                self._session = session
         return self._session.nodes[node.name]
 
     # -- helpers -----------------------------------------------------------------------------
