@@ -232,3 +232,17 @@ def test_a_graph_without_speech_engines_says_so(question_wav):
         expect_error(
             lambda: client.audio.speech.create(model="tts-1", voice="default", input="Hi."), 404
         )
+
+
+def test_an_engine_that_cannot_start_is_a_503_naming_it(question_wav):
+    graph = load_graph(ROOT / "graphs" / "default.yaml", ["stt.params.model=/no/such/whisper"])
+    with running_server(create_app(graph)) as broken:
+        client = openai.OpenAI(api_key="x", base_url=f"{broken.url}/v1", max_retries=0)
+        expect_error(
+            lambda: client.audio.transcriptions.create(
+                model="whisper-1", file=question_wav.open("rb")
+            ),
+            503,
+            "cannot start",
+            "'/no/such/whisper' does not exist",
+        )
