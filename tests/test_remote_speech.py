@@ -279,3 +279,20 @@ async def test_a_stalled_speech_stream_ends_the_session_naming_the_node(model_se
             stall_timeout_s=2,
         )
     assert caught.value.node == "node" and "no progress for 2 s" in str(caught.value)
+
+
+def test_compose_remote_speech_profile_resolves(monkeypatch):
+    from test_deploy import COMPOSE, compose_config
+
+    monkeypatch.setenv("REPLICA_GRAPH", "graphs/remote_speech.yaml")
+    services = compose_config(COMPOSE, ROOT / "deploy" / "compose.scale.yml")["services"]
+    speech, replica = services["speech"], services["replica"]
+    assert speech["profiles"] == ["remote-speech"] and "ports" not in speech
+    assert speech["command"] == ["run", "graphs/default.yaml"]
+    assert replica["command"] == ["run", "graphs/remote_speech.yaml"]
+    assert replica["environment"]["SPEECH_BASE_URL"] == "http://speech:8000/v1"
+    graph = load_graph(ROOT / "graphs" / "remote_speech.yaml")
+    assert {graph.nodes["stt"].type_name, graph.nodes["tts"].type_name} == {
+        "stt.openai",
+        "tts.openai",
+    }

@@ -131,6 +131,10 @@ class OpenAIConnection:
         for check in (model_problem, *more):
             try:
                 problem = await check()
+            except openai_module().APIConnectionError as exc:
+                raise NodeSetupError(
+                    f"{self.describe(exc)}: is the server running, and is `base_url` right?"
+                ) from exc
             except Exception as exc:
                 raise NodeSetupError(self.describe(exc)) from exc
             if problem:
