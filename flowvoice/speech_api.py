@@ -29,6 +29,7 @@ OpenAI-shaped error body; with a token set (``FLOWVOICE_TOKEN``), requests need
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import io
 import json
@@ -127,6 +128,23 @@ class ProducedResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+Handler = Callable[["SpeechAPI", Request], Awaitable[Response]]
+
+
+def _endpoint(handler: Handler) -> Handler:
+    """An endpoint: the token checked first, a RequestError answered as its error response."""
+
+    @functools.wraps(handler)
+    async def answer(api: SpeechAPI, request: Request) -> Response:
+        try:
+            api.check_token(request)
+            return await handler(api, request)
+        except RequestError as exc:
+            return exc.response()
+
+    return answer
+
+
 def _first(graph: LoadedGraph, base: type) -> LoadedNode | None:
     return next((n for n in graph.nodes.values() if issubclass(n.node_type, base)), None)
 
@@ -179,7 +197,7 @@ class SpeechAPI:
         return self._session.nodes[node.name]
 
     # -- helpers -----------------------------------------------------------------------------
-    def _check_token(self, request: Request) -> None:
+    def check_token(self, request: Request) -> None:
         if self.token is None:
             return
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -209,30 +227,21 @@ class SpeechAPI:
             )
 
     # -- GET -------------------------------------------------------------------------------
+    @_endpoint
     async def models(self, request: Request) -> Response:
-        return await _answer(self._models, request)
-
-    async def _models(self, request: Request) -> Response:
-        self._check_token(request)
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "flowvoice"}
             for m in self.stt_models() + self.tts_models()
         ]
         return JSONResponse({"object": "list", "data": data})
 
+    @_endpoint
     async def voices(self, request: Request) -> Response:
-        return await _answer(self._voices, request)
-
-    async def _voices(self, request: Request) -> Response:
-        self._check_token(request)
         return JSONResponse({"voices": self.voice_names()})
 
     # -- transcriptions ----------------------------------------------------------------------
+    @_endpoint
     async def transcriptions(self, request: Request) -> Response:
-        return await _answer(self._transcriptions, request)
-
-    async def _transcriptions(self, request: Request) -> Response:
-        self._check_token(request)
         self._check_size(request, MAX_UPLOAD_BYTES)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise RequestError(400, "expected multipart/form-data with the audio as 'file'")
@@ -281,11 +290,8 @@ class SpeechAPI:
         return JSONResponse({"text": text})
 
     # -- speech ------------------------------------------------------------------------------
+    @_endpoint
     async def speech(self, request: Request) -> Response:
-        return await _answer(self._speech, request)
-
-    async def _speech(self, request: Request) -> Response:
-        self._check_token(request)
         self._check_size(request, MAX_SPEECH_BODY)
         try:
             body = json.loads(await request.body())
@@ -352,14 +358,6 @@ class SpeechAPI:
                 f'{name}{{endpoint="{e}"}} {getattr(c, attr)}' for e, c in self.counts.items()
             ]
         return "\n".join(lines) + "\n"
-
-
-async def _answer(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
-    """``handler``'s response, or the error response of the RequestError it raised."""
-    try:
-        return await handler(request)
-    except RequestError as exc:
-        return exc.response()
 
 
 async def _stream_transcript(transcribe: Callable[..., Awaitable[str]], write: Write) -> None:
