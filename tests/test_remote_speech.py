@@ -17,7 +17,7 @@ from faulty_proxy import FaultyProxy
 from harness import audio_steps, run_graph, run_node
 from llm_servers import llama_server
 from serving import ROOT, running_server
-from speech_audio import conversation, speak, wer
+from speech_audio import conversation, normalize_text, speak, wer
 
 from flowvoice.bench.load_client import converse
 from flowvoice.frames import Sentence
@@ -263,7 +263,7 @@ async def test_a_failed_sentence_is_reported_and_the_reply_goes_on(model_server,
     heard = transcribe_back(
         model_server, np.concatenate([f.samples for f in result.frames("audio")]), 24000
     )
-    assert wer(TEXTS[0], heard.split(".")[-2] if heard.count(".") > 1 else heard) <= 0.5, heard
+    assert "capital of france" in normalize_text(heard), heard  # the next sentence was spoken
 
 
 async def test_a_stalled_speech_stream_ends_the_session_naming_the_node(model_server, speech_env):
