@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -30,7 +30,13 @@ from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
-from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
+from flowvoice.transport import (
+    INTERNAL,
+    NODE_FAILED,
+    BrowserTransport,
+    Limits,
+    WebSocketTransport,
+)
 
 log = logging.getLogger("flowvoice.server")
 
@@ -85,7 +91,7 @@ class VoiceServer:
         self.metrics = ServerMetrics()
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
-        self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
+        self.live: dict[int, tuple[Session, BrowserTransport]] = {}
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def health(self, request: Request) -> JSONResponse:
@@ -100,13 +106,13 @@ class VoiceServer:
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
-    def refusal(self, websocket: WebSocket) -> str | None:
-        """Why this connection must be refused, or None."""
-        origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
+    def refusal(self, connection: HTTPConnection) -> str | None:
+        """Why this connection (a WebSocket or a WebRTC offer) must be refused, or None."""
+        origin, host = connection.headers.get("origin"), connection.headers.get("host")
         if not origin_allowed(origin, host, self.allowed_origins):
             return f"origin {origin!r} not allowed"
         if self.token is not None:
-            given = websocket.query_params.get("token", "")
+            given = connection.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return "missing or wrong token"
         return None
@@ -118,7 +124,10 @@ class VoiceServer:
             await websocket.close(code=1008)  # before accept: an HTTP 403
             return
         await websocket.accept()
-        transport = WebSocketTransport(websocket, self.limits)
+        await self.run_session(WebSocketTransport(websocket, self.limits), websocket.client)
+
+    async def run_session(self, transport: BrowserTransport, client: object) -> None:
+        """One conversation over ``transport``, until the client or the session ends."""
         session = Session(self.graph, services=[transport])
 
         def forward(event: dict) -> None:
@@ -130,7 +139,7 @@ class VoiceServer:
         self.metrics.sessions_active += 1
         self.metrics.sessions_total += 1
         self.live[session.id] = (session, transport)
-        log.info("session %d started (%s)", session.id, websocket.client)
+        log.info("session %d started (%s)", session.id, client)
         try:
             await self._converse(session, transport)
         finally:
@@ -141,8 +150,8 @@ class VoiceServer:
             self.metrics.protocol_errors.update(transport.protocol_errors)
             log.info("session %d ended", session.id)
 
-    async def _converse(self, session: Session, transport: WebSocketTransport) -> None:
-        """Run the session beside the socket's reader and writer; whichever ends first
+    async def _converse(self, session: Session, transport: BrowserTransport) -> None:
+        """Run the session beside the transport's reader and writer; whichever ends first
         (client gone, send failed, session over) ends the others."""
         async with anyio.create_task_group() as tg:
 
