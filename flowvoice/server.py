@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -92,6 +93,8 @@ class VoiceServer:
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
         self.live: dict[int, tuple[Session, BrowserTransport]] = {}
+        #: The WebRTC gateway (``flowvoice.webrtc.WebRTCGateway``) when aiortc is installed.
+        self.webrtc: Any = None
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def health(self, request: Request) -> JSONResponse:
@@ -206,11 +209,23 @@ def create_app(
             Route("/health", server.health),
             Route("/metrics", server.prometheus),
             WebSocketRoute("/ws", server.websocket),
+            *webrtc_routes(server),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
         ]
     )
     app.state.server = server
     return app
+
+
+def webrtc_routes(server: VoiceServer) -> list[Route]:
+    """``POST /webrtc/offer`` when aiortc is installed (the ``webrtc`` extra), else none
+    (the page then falls back to ``/ws``)."""
+    try:
+        from flowvoice.webrtc import WebRTCGateway
+    except ImportError:
+        return []
+    server.webrtc = WebRTCGateway(server.refusal, server.run_session, server.limits)
+    return [Route("/webrtc/offer", server.webrtc.offer, methods=["POST"])]
 
 
 async def prewarm(graph: LoadedGraph) -> float:
