@@ -74,7 +74,9 @@ async def post_offer(
 ) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as client:
         content = body if isinstance(body, bytes | str) else json.dumps(body)
-        return await client.post(f"{base_url}/webrtc/offer{query}", content=content, headers=headers)
+        return await client.post(
+            f"{base_url}/webrtc/offer{query}", content=content, headers=headers
+        )
 
 
 async def connect(
