@@ -32,7 +32,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aioice.ice
@@ -55,6 +55,7 @@ from flowvoice.transport import BAD_MESSAGE, BrowserTransport, Limits, ProtocolE
 log = logging.getLogger("flowvoice.webrtc")
 
 ICE_SERVERS_ENV = "FLOWVOICE_ICE_SERVERS"
+MAX_PEERS_ENV = "FLOWVOICE_WEBRTC_MAX_PEERS"
 TRACK_RATE = 48000
 FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms, Opus's frame
 OFFER_MAX_BYTES = 64 * 1024
@@ -90,9 +91,18 @@ class WebRTCSettings:
 
     @classmethod
     def from_env(cls) -> WebRTCSettings:
-        """Defaults, with ICE servers from ``FLOWVOICE_ICE_SERVERS`` when set."""
-        text = os.environ.get(ICE_SERVERS_ENV, "").strip()
-        return cls(ice_servers=parse_ice_servers(text)) if text else cls()
+        """Defaults, with ICE servers from ``FLOWVOICE_ICE_SERVERS`` and the peer cap from
+        ``FLOWVOICE_WEBRTC_MAX_PEERS`` (0 refuses every offer: pages use the WebSocket)."""
+        settings = cls()
+        servers = os.environ.get(ICE_SERVERS_ENV, "").strip()
+        if servers:
+            settings = replace(settings, ice_servers=parse_ice_servers(servers))
+        peers = os.environ.get(MAX_PEERS_ENV, "").strip()
+        if peers:
+            if not peers.isdigit():
+                raise ValueError(f"{MAX_PEERS_ENV} must be a whole number >= 0, got {peers!r}")
+            settings = replace(settings, max_peers=int(peers))
+        return settings
 
 
 def parse_ice_servers(text: str) -> tuple[RTCIceServer, ...]:

@@ -1,10 +1,17 @@
-// flowvoice browser client: microphone -> /ws -> speaker, with the live transcript,
+// flowvoice browser client: microphone -> server -> speaker, with the live transcript,
 // the conversation, and each turn's latency. Wire protocol: flowvoice/transport.py.
+// Transport: the WebSocket /ws, or with ?transport=webrtc a peer connection (microphone and
+// voice as tracks, events on a data channel; flowvoice/webrtc.py), falling back to the
+// WebSocket when the server cannot answer the offer.
 
 const SAMPLE_RATE = 16000; // what capture-worklet.js sends
 const HEADER_BYTES = 8; // server audio: uint32 turn, uint32 sample rate (little-endian)
 const MAX_BUFFERED_BYTES = 64 * 1024; // drop mic frames rather than build up latency
 const MAX_RECONNECT_DELAY_MS = 10000;
+const ICE_GATHERING_MS = 3000; // the offer goes out with the candidates gathered by then
+const METER_MS = 20; // how often the WebRTC voice's level is read
+const AUDIBLE_RMS = 0.002; // -54 dBFS: the voice track carries digital silence between replies
+const TRANSPORT_TEXT = { websocket: "WebSocket", webrtc: "WebRTC" };
 const STAGES = [
   ["final_transcript", "transcript"],
   ["turn_committed", "turn end"],
@@ -35,11 +42,17 @@ const ui = {
   hint: $("hint"),
   partial: $("partial"),
   latency: $("latency"),
+  transport: $("transport"),
+  voice: $("voice"),
 };
 
 // Live counters, also read by the end-to-end tests.
 const fv = (window.flowvoice = {
   state: "idle",
+  transport: new URLSearchParams(location.search).get("transport") === "webrtc" ? "webrtc" : "websocket",
+  fallback: null, // why WebRTC was given up for the WebSocket
+  audibleMs: 0, // WebRTC: ms of the voice track heard with sound
+  iceRoute: null, // WebRTC: {local, remote, protocol} of the candidate pair in use
   connected: false,
   framesSent: 0,
   audioMessages: 0,
@@ -68,6 +81,7 @@ const fv = (window.flowvoice = {
 
 let audio = null; // {ctx, stream, playback}
 let ws = null;
+let rtc = null; // {pc, channel, meter} of a WebRTC connection
 let running = false;
 let fatal = false; // the server ended the session with an error: do not reconnect
 let attempts = 0;
@@ -192,26 +206,59 @@ function socketUrl() {
 
 function send(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  else if (rtc && rtc.channel.readyState === "open") rtc.channel.send(JSON.stringify(message));
+}
+
+function showTransport() {
+  ui.transport.textContent = TRANSPORT_TEXT[fv.transport];
+  ui.transport.title = fv.fallback ? `WebRTC unavailable: ${fv.fallback}` : "";
 }
 
 function connect() {
   setState(attempts ? "reconnecting" : "connecting");
+  showTransport();
+  if (fv.transport === "webrtc") connectWebRTC();
+  else connectWebSocket();
+}
+
+function onConnected() {
+  fv.connected = true;
+  if (attempts) {
+    fv.reconnects++;
+    addDivider("Reconnected: a new conversation starts here.");
+  }
+  attempts = 0;
+  newConversation();
+  hideNotice();
+  setState("listening");
+}
+
+function onConnectionLost(opened) {
+  fv.connected = false;
+  if (!running) return;
+  if (fatal) {
+    stop();
+    return;
+  }
+  attempts++;
+  const delay = Math.min(1000 * 2 ** (attempts - 1), MAX_RECONNECT_DELAY_MS);
+  const why = opened
+    ? "Connection lost."
+    : "Cannot connect to the server (is it running? is the token or origin refused?).";
+  showNotice(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`, "warning");
+  setState("reconnecting");
+  reconnectTimer = setTimeout(connect, delay);
+}
+
+function connectWebSocket() {
   const socket = new WebSocket(socketUrl());
   socket.binaryType = "arraybuffer";
   let opened = false;
   ws = socket;
   socket.onopen = () => {
     opened = true;
-    fv.connected = true;
-    if (attempts) {
-      fv.reconnects++;
-      addDivider("Reconnected: a new conversation starts here.");
-    }
-    attempts = 0;
-    newConversation();
-    hideNotice();
     socket.send(JSON.stringify({ type: "hello", sample_rate: SAMPLE_RATE }));
-    setState("listening");
+    onConnected();
   };
   socket.onmessage = (event) => {
     if (typeof event.data === "string") onEvent(JSON.parse(event.data));
@@ -220,21 +267,140 @@ function connect() {
   socket.onclose = () => {
     if (ws !== socket) return; // an old socket, already replaced
     ws = null;
-    fv.connected = false;
-    if (!running) return;
-    if (fatal) {
-      stop();
-      return;
-    }
-    attempts++;
-    const delay = Math.min(1000 * 2 ** (attempts - 1), MAX_RECONNECT_DELAY_MS);
-    const why = opened
-      ? "Connection lost."
-      : "Cannot connect to the server (is it running? is the token or origin refused?).";
-    showNotice(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`, "warning");
-    setState("reconnecting");
-    reconnectTimer = setTimeout(connect, delay);
+    onConnectionLost(opened);
   };
+}
+
+// -- WebRTC ------------------------------------------------------------------------------
+
+function offerUrl() {
+  const url = new URL("webrtc/offer", location.href);
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) url.searchParams.set("token", token);
+  return url;
+}
+
+function iceGathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ICE_GATHERING_MS);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+async function connectWebRTC() {
+  const pc = new RTCPeerConnection();
+  const channel = pc.createDataChannel("events");
+  const conn = { pc, channel, meter: null, opened: false, lost: false };
+  rtc = conn;
+  pc.addTransceiver(audio.stream.getAudioTracks()[0], { direction: "sendrecv" });
+  pc.ontrack = (event) => playVoice(conn, event.streams[0] || new MediaStream([event.track]));
+  channel.onopen = () => {
+    conn.opened = true;
+    onConnected();
+  };
+  channel.onmessage = (event) => onEvent(JSON.parse(event.data));
+  const lost = () => {
+    if (rtc !== conn || conn.lost) return;
+    conn.lost = true;
+    closeWebRTC();
+    onConnectionLost(conn.opened);
+  };
+  channel.onclose = lost;
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "connected") showRoute(pc);
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") lost();
+  };
+  let answer;
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc);
+    const response = await fetch(offerUrl(), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+    });
+    answer = await response.json().catch(() => ({ message: response.statusText }));
+    if (!response.ok) throw new Error(`${response.status} ${answer.message || ""}`.trim());
+  } catch (err) {
+    if (rtc !== conn) return; // stopped meanwhile
+    closeWebRTC();
+    fv.fallback = String(err.message || err);
+    fv.transport = "websocket";
+    showNotice(`WebRTC unavailable (${fv.fallback}): using the WebSocket.`, "warning");
+    connect();
+    return;
+  }
+  if (rtc === conn) await pc.setRemoteDescription(answer);
+}
+
+async function showRoute(pc) {
+  // The addresses ICE chose, shown beside the transport's name.
+  const stats = await pc.getStats();
+  for (const report of stats.values()) {
+    if (report.type !== "transport" || !report.selectedCandidatePairId) continue;
+    const pair = stats.get(report.selectedCandidatePairId);
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    fv.iceRoute = { local: local.address, remote: remote.address, protocol: local.protocol };
+    ui.transport.title = `WebRTC over ${local.protocol} ${local.address} -> ${remote.address}:${remote.port}`;
+  }
+}
+
+function playVoice(conn, stream) {
+  // The <audio> element plays the voice (the path every browser's echo canceller
+  // references); an analyser on the same stream tells when it is audible.
+  ui.voice.srcObject = stream;
+  ui.voice.play().catch(() => {});
+  const analyser = audio.ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  audio.ctx.createMediaStreamSource(stream).connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  let last = performance.now();
+  let quietSince = last;
+  conn.meter = setInterval(() => {
+    const now = performance.now();
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const v of data) sum += v * v;
+    const audible = Math.sqrt(sum / data.length) > AUDIBLE_RMS;
+    if (audible) {
+      fv.audibleMs += now - last;
+      quietSince = now;
+    }
+    last = now;
+    const playing = audible || now - quietSince < 100;
+    if (!playing) {
+      for (const entry of fv.interruptLog) if (entry.silentAt === null) entry.silentAt = now;
+    }
+    fv.playing = playing;
+    if (playing) setState("speaking");
+    else if (fv.state === "speaking") setState("listening");
+  }, METER_MS);
+}
+
+function onTrackSent({ turn, ms }) {
+  // The server reports what of each turn it sent over the track; the page played it a
+  // jitter buffer (some 50 ms) later.
+  const now = performance.now();
+  if (turn < flushedBefore) fv.staleAudioMessages++;
+  if (!(turn in fv.playStartedAt)) fv.playStartedAt[turn] = now;
+  fv.playedMs[turn] = ms;
+  fv.lastPlayedAt[turn] = now;
+}
+
+function closeWebRTC() {
+  if (!rtc) return;
+  clearInterval(rtc.meter);
+  rtc.channel.close();
+  rtc.pc.close();
+  rtc = null;
+  ui.voice.srcObject = null;
 }
 
 async function start() {
@@ -266,6 +432,7 @@ function stop() {
     ws = null;
     socket.close(1000);
   }
+  closeWebRTC();
   fv.connected = false;
   closeAudio();
   setPartial("");
@@ -313,6 +480,9 @@ function onEvent(event) {
     case "interrupt":
       interrupt(event.turn);
       break;
+    case "track_sent":
+      onTrackSent(event);
+      break;
     case "barge_in":
       fv.bargeIns.push({ turn: event.turn, at: performance.now() });
       break;
@@ -342,7 +512,9 @@ function onEvent(event) {
 
 function interrupt(turn) {
   fv.interrupts++;
-  fv.interruptLog.push({ turn, at: performance.now(), wasPlaying: fv.playing, droppedMs: 0, silentAt: null, playedMs: null });
+  const now = performance.now();
+  // (over WebRTC the voice meter stamps silentAt; over the WebSocket the playback worklet)
+  fv.interruptLog.push({ turn, at: now, wasPlaying: fv.playing, droppedMs: 0, silentAt: rtc && !fv.playing ? now : null, playedMs: null });
   flushedBefore = Math.max(flushedBefore, turn);
   if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: turn });
   // The server interrupts only while a reply is being spoken: the latest older one, whose
@@ -455,3 +627,4 @@ function showLatency(turn, latency) {
 }
 
 setState("idle");
+showTransport();

@@ -1,0 +1,208 @@
+"""The page over WebRTC in a real browser against a real ``flowvoice run`` server.
+
+Server and chromium share a network namespace made for the test (``unshare -rn``) in which
+only ``lo`` is up: every ICE candidate and every media packet is on 127.0.0.1 by construction
+(the page also reports the candidate pair ICE chose). Chromium gathers loopback candidates
+only with ``--allow-loopback-in-peer-connection``; the server offers 127.0.0.1 because the
+offer reached it on loopback. Playwright talks to chromium over a pipe, so it stays outside.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from serving import speech_graph
+from speech_audio import conversation, wer, write_wav
+from test_browser import (
+    ARTIFACTS,
+    BARGE_IN_GAP_S,
+    CHROMIUM,
+    SECOND,
+    SECOND_REPLY_PLAYED,
+    SLOW_TTS,
+    STORY,
+    open_page,
+    spoken_wav,
+    state,
+)
+
+pytest.importorskip("aiortc")
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 8765  # inside the test's own network namespace: nothing else listens there
+
+
+def _namespaces_work() -> bool:
+    if not (shutil.which("unshare") and shutil.which("nsenter") and shutil.which("ip")):
+        return False
+    probe = ["unshare", "-rn", "sh", "-c", "ip link set lo up"]
+    return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"),
+    pytest.mark.skipif(
+        not (shutil.which("espeak-ng") and shutil.which("sox")),
+        reason="needs espeak-ng and sox to make the spoken question",
+    ),
+    pytest.mark.skipif(
+        not _namespaces_work(), reason="needs unshare -rn (a loopback-only network namespace)"
+    ),
+]
+
+
+@contextmanager
+def server_in_namespace(
+    graph: Path, args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """``flowvoice run GRAPH`` on 127.0.0.1:PORT in a new network namespace with only ``lo``;
+    yields once it serves (models loaded)."""
+    command = [sys.executable, "-m", "flowvoice", "run", str(graph), *args]
+    command += ["--host", "127.0.0.1", "--port", str(PORT)]
+    script = 'ip link set lo up && exec "$@"'
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["unshare", "-rn", "sh", "-c", script, "sh", *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "serving" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"flowvoice run did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def browser_in(tmp_path: Path) -> Iterator:
+    """``browser_in(proc, wav)``: chromium inside ``proc``'s network namespace, its
+    microphone playing ``wav``."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        launched = []
+
+        def launch(proc: subprocess.Popen, wav: Path | str):
+            wrapper = tmp_path / "chromium-in-namespace"
+            enter = f"nsenter -t {proc.pid} -n -U --preserve-credentials"
+            wrapper.write_text(f'#!/bin/sh\nexec {enter} {CHROMIUM} "$@"\n')
+            wrapper.chmod(0o755)
+            args = [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+            ]
+            browser = p.chromium.launch(executable_path=str(wrapper), args=args)
+            launched.append(browser)
+            return browser
+
+        yield launch
+        for browser in launched:
+            browser.close()
+
+
+URL = f"http://127.0.0.1:{PORT}/?transport=webrtc"
+
+
+def test_echo_over_webrtc_in_the_browser(browser_in, tmp_path: Path) -> None:
+    wav = spoken_wav(tmp_path / "question.wav", "Hello, can you hear me?")
+    with server_in_namespace(ROOT / "graphs" / "echo.yaml", [], tmp_path / "server.log") as proc:
+        page = open_page(browser_in(proc, wav), URL)
+        page.click("#start")
+        page.wait_for_function("window.flowvoice.audibleMs > 1500", timeout=30_000)
+        seen = state(page)
+        shown = page.locator("#transport").inner_text()
+        page.click("#start")  # Stop
+        page.wait_for_function("window.flowvoice.state === 'idle'", timeout=5_000)
+    assert shown == "WebRTC" and seen["transport"] == "webrtc" and seen["fallback"] is None
+    assert seen["iceRoute"] == {"local": "127.0.0.1", "remote": "127.0.0.1", "protocol": "udp"}
+    assert seen["framesSent"] == 0 and seen["audioMessages"] == 0  # nothing over a WebSocket
+    assert seen["errors"] == [] and page.problems == []
+
+
+def test_page_falls_back_to_the_websocket(browser_in, tmp_path: Path) -> None:
+    wav = spoken_wav(tmp_path / "question.wav", "Hello?")
+    log = tmp_path / "server.log"
+    env = {"FLOWVOICE_WEBRTC_MAX_PEERS": "0"}  # every offer is refused as busy
+    with server_in_namespace(ROOT / "graphs" / "echo.yaml", [], log, env) as proc:
+        page = open_page(browser_in(proc, wav), URL)
+        page.click("#start")
+        page.wait_for_function("window.flowvoice.audioMessages > 50", timeout=20_000)
+        seen = state(page)
+        shown = page.locator("#transport").inner_text()
+        notice = page.locator("#notice").inner_text()
+    assert seen["transport"] == "websocket" and shown == "WebSocket"
+    assert seen["fallback"].startswith("503") and "0 peer connections" in seen["fallback"]
+    assert "WebRTC unavailable" in notice and "using the WebSocket" in notice
+    assert seen["framesSent"] > 50 and seen["errors"] == []
+
+
+def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> None:
+    speech_graph()  # skips when the speech nodes are not installed
+    samples, bounds = conversation(
+        [STORY, SECOND], gap_s=BARGE_IN_GAP_S, sample_rate=48000, lead_s=1.0, tail_s=6.0
+    )
+    wav = tmp_path / "barge-in.wav"
+    write_wav(wav, samples, 48000)
+    args = [arg for setting in SLOW_TTS for arg in ("--set", setting)]
+    log = tmp_path / "server.log"
+    with server_in_namespace(ROOT / "graphs" / "default.yaml", args, log) as proc:
+        page = open_page(browser_in(proc, f"{wav}%noloop"), URL)
+        page.click("#start")
+        page.wait_for_function(SECOND_REPLY_PLAYED, timeout=150_000)
+        page.wait_for_timeout(1000)  # the interrupted reply must stay silent meanwhile
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-webrtc-barge-in.png"))
+        seen = state(page)
+        questions = page.locator(".bubble.user").all_inner_texts()
+        replies = page.locator(".bubble.assistant").all_inner_texts()
+        cut_replies = page.locator(".bubble.assistant.interrupted").count()
+    print(f"\npage state: {seen}\nserver log tail: {log.read_text()[-2000:]}")
+    assert seen["transport"] == "webrtc" and seen["fallback"] is None
+    assert seen["iceRoute"]["local"] == seen["iceRoute"]["remote"] == "127.0.0.1"
+    # The story was asked and answered over the track: the page heard it.
+    assert wer(STORY, seen["userTurns"][0]) <= 0.35
+    assert seen["audibleMs"] > 2000
+    # The second question barged in: the page went silent soon after the interrupt, and the
+    # interrupted turn's audio stopped leaving the server.
+    assert len(seen["bargeIns"]) == 1, seen["bargeIns"]
+    interrupted = str(seen["bargeIns"][0]["turn"])
+    first = seen["interruptLog"][0]
+    assert first["turn"] > int(interrupted) and first["silentAt"] is not None
+    assert first["silentAt"] - first["at"] < 500
+    assert seen["lastPlayedAt"][interrupted] <= first["at"] + 200
+    assert 1000 < seen["playedMs"][interrupted] < 12_000, "the story was heard in part"
+    assert seen["staleAudioMessages"] == 0
+    # The second question was answered, and its reply heard.
+    assert wer(SECOND, seen["userTurns"][-1]) <= 0.35, seen["userTurns"]
+    assert any("germany" in q.lower() for q in questions)
+    assert cut_replies == 1 and replies[-1].strip() and seen["assistantTexts"][-1].strip()
+    assert seen["errors"] == [] and page.problems == []
