@@ -53,6 +53,9 @@ from flowvoice.nodes.audio import Resampler
 from flowvoice.transport import BAD_MESSAGE, BrowserTransport, Limits, ProtocolError
 
 log = logging.getLogger("flowvoice.webrtc")
+# aioice logs every candidate-pair check at INFO: a conversation's log is no place for them.
+if logging.getLogger("aioice").level == logging.NOTSET:
+    logging.getLogger("aioice").setLevel(logging.WARNING)
 
 ICE_SERVERS_ENV = "FLOWVOICE_ICE_SERVERS"
 MAX_PEERS_ENV = "FLOWVOICE_WEBRTC_MAX_PEERS"

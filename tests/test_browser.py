@@ -234,6 +234,23 @@ def barge_in_timings(seen: dict, onset_s: float) -> dict:
     }
 
 
+def barge_in_page(page, screenshot: str) -> tuple[dict, list[str], list[str], int]:
+    """Start the page whose microphone asks STORY, then SECOND; once the second reply has
+    played a second more, its state, the user's and the assistant's bubbles, and how many
+    replies are marked interrupted."""
+    page.click("#start")
+    page.wait_for_function(SECOND_REPLY_PLAYED, timeout=150_000)
+    page.wait_for_timeout(1000)  # the interrupted reply must stay silent meanwhile
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / screenshot))
+    return (
+        state(page),
+        page.locator(".bubble.user").all_inner_texts(),
+        page.locator(".bubble.assistant").all_inner_texts(),
+        page.locator(".bubble.assistant.interrupted").count(),
+    )
+
+
 def test_barge_in_in_the_browser(browser_for, tmp_path: Path) -> None:
     speech_graph()  # skips when the speech nodes are not installed
     graph = load_graph(ROOT / "graphs" / "default.yaml", SLOW_TTS)
@@ -245,15 +262,7 @@ def test_barge_in_in_the_browser(browser_for, tmp_path: Path) -> None:
     with running_server(create_app(graph)) as server:
         server.call(prewarm(graph), timeout=300)
         page = open_page(browser_for(f"{wav}%noloop"), server.url + "/")
-        page.click("#start")
-        page.wait_for_function(SECOND_REPLY_PLAYED, timeout=120_000)
-        page.wait_for_timeout(1000)  # the interrupted reply must stay silent meanwhile
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser-barge-in.png"))
-        seen = state(page)
-        questions = page.locator(".bubble.user").all_inner_texts()
-        replies = page.locator(".bubble.assistant").all_inner_texts()
-        cut_replies = page.locator(".bubble.assistant.interrupted").count()
+        seen, questions, replies, cut_replies = barge_in_page(page, "browser-barge-in.png")
         ((session, _),) = server.voice.live.values()
         history = list(session.nodes["llm"].history.messages)
     timings = barge_in_timings(seen, bounds[1][0])

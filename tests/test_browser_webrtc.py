@@ -22,13 +22,12 @@ import pytest
 from serving import speech_graph
 from speech_audio import conversation, wer, write_wav
 from test_browser import (
-    ARTIFACTS,
     BARGE_IN_GAP_S,
     CHROMIUM,
     SECOND,
-    SECOND_REPLY_PLAYED,
     SLOW_TTS,
     STORY,
+    barge_in_page,
     open_page,
     spoken_wav,
     state,
@@ -176,29 +175,27 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     log = tmp_path / "server.log"
     with server_in_namespace(ROOT / "graphs" / "default.yaml", args, log) as proc:
         page = open_page(browser_in(proc, f"{wav}%noloop"), URL)
-        page.click("#start")
-        page.wait_for_function(SECOND_REPLY_PLAYED, timeout=150_000)
-        page.wait_for_timeout(1000)  # the interrupted reply must stay silent meanwhile
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser-webrtc-barge-in.png"))
-        seen = state(page)
-        questions = page.locator(".bubble.user").all_inner_texts()
-        replies = page.locator(".bubble.assistant").all_inner_texts()
-        cut_replies = page.locator(".bubble.assistant.interrupted").count()
+        seen, questions, replies, cut_replies = barge_in_page(page, "browser-webrtc-barge-in.png")
     print(f"\npage state: {seen}\nserver log tail: {log.read_text()[-2000:]}")
+    print(f"pause -> quiet: {[t - seen['voicePausedAt'][0] for t in seen['quietAt']]} ms")
     assert seen["transport"] == "webrtc" and seen["fallback"] is None
     assert seen["iceRoute"]["local"] == seen["iceRoute"]["remote"] == "127.0.0.1"
     # The story was asked and answered over the track: the page heard it.
     assert wer(STORY, seen["userTurns"][0]) <= 0.35
     assert seen["audibleMs"] > 2000
-    # The second question barged in: the page went silent soon after the interrupt, and the
-    # interrupted turn's audio stopped leaving the server.
+    # The second question barged in. The server held the voice at the speech onset (the
+    # track sends silence), so the page went quiet within its jitter buffer (NetEQ grows it
+    # on a loaded machine: 330 ms seen on 2 busy cores) and a meter window; the interrupt
+    # then dropped the story for good: no more of it left the server.
     assert len(seen["bargeIns"]) == 1, seen["bargeIns"]
     interrupted = str(seen["bargeIns"][0]["turn"])
     first = seen["interruptLog"][0]
-    assert first["turn"] > int(interrupted) and first["silentAt"] is not None
-    assert first["silentAt"] - first["at"] < 500
-    assert seen["lastPlayedAt"][interrupted] <= first["at"] + 200
+    paused_at = seen["voicePausedAt"][0]
+    assert first["turn"] > int(interrupted) and paused_at <= first["at"]
+    assert first["silentAt"] is not None and first["silentAt"] - first["at"] < 500
+    quiet = [t for t in seen["quietAt"] if t >= paused_at - 50]
+    assert quiet and quiet[0] - paused_at < 1000, (paused_at, seen["quietAt"])
+    assert seen["lastPlayedAt"][interrupted] <= paused_at + 150  # one track_sent interval
     assert 1000 < seen["playedMs"][interrupted] < 12_000, "the story was heard in part"
     assert seen["staleAudioMessages"] == 0
     # The second question was answered, and its reply heard.

@@ -20,8 +20,10 @@ import pytest
 pytest.importorskip("aiortc")
 
 from serving import running_server  # noqa: E402
+from test_browser import ECHO_WITH_TAP  # noqa: E402
 from webrtc_peer import Peer, connect, post_offer, wait_for  # noqa: E402
 
+from flowvoice.conversation import Conversation  # noqa: E402
 from flowvoice.graph.spec import load_graph  # noqa: E402
 from flowvoice.server import create_app  # noqa: E402
 from flowvoice.webrtc import (  # noqa: E402
@@ -34,16 +36,6 @@ from flowvoice.webrtc import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-ECHO_WITH_TAP = """
-name: echo-tap
-nodes:
-  mic: {type: websocket.source}
-  speaker: {type: websocket.sink}
-  tap: {type: test.collect}
-edges:
-  - mic.audio -> speaker.audio
-  - mic.audio -> tap.frames
-"""
 
 
 def tone(seconds: float, hz: float = 440.0, amplitude: int = 8000) -> np.ndarray:
@@ -57,6 +49,12 @@ def candidate_addresses(sdp: str) -> set[str]:
 
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean((samples / 32768.0) ** 2))) if len(samples) else 0.0
+
+
+def heard_seconds(session) -> float:
+    """The most of any turn's reply the session counts as heard."""
+    playback = Conversation.of_session(session).playback
+    return max((playback.heard_seconds(t) for t in range(0, session.turn + 1)), default=0.0)
 
 
 def echo_server():
@@ -91,7 +89,7 @@ def test_audio_both_ways_and_events_over_loopback() -> None:
             errors = lambda: [e for e in peer.events if e["type"] == "error"]  # noqa: E731
             await wait_for(lambda: len(errors()) >= 2, 10, "the error events")
             frames = list(session.nodes["tap"].frames)
-            played = Conversation_played(session)
+            played = heard_seconds(session)
             await peer.close()
             return peer, frames, played
 
@@ -116,13 +114,6 @@ def test_audio_both_ways_and_events_over_loopback() -> None:
     assert played > 0.5  # the server counts what left over the track as played
     assert server.voice.metrics.sessions_total == 1 and server.voice.metrics.sessions_active == 0
     assert tasks_after <= tasks_before
-
-
-def Conversation_played(session) -> float:
-    from flowvoice.conversation import Conversation
-
-    playback = Conversation.of_session(session).playback
-    return max((playback.heard_seconds(t) for t in range(0, session.turn + 1)), default=0.0)
 
 
 def test_bad_offers_get_clear_errors_and_leave_nothing_behind() -> None:

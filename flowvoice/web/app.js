@@ -53,6 +53,8 @@ const fv = (window.flowvoice = {
   fallback: null, // why WebRTC was given up for the WebSocket
   audibleMs: 0, // WebRTC: ms of the voice track heard with sound
   iceRoute: null, // WebRTC: {local, remote, protocol} of the candidate pair in use
+  quietAt: [], // WebRTC: when the voice last sounded before each silence
+  jitterBufferMs: null, // WebRTC: the browser's mean jitter-buffer delay of the voice
   connected: false,
   framesSent: 0,
   audioMessages: 0,
@@ -363,8 +365,10 @@ function playVoice(conn, stream) {
   const data = new Float32Array(analyser.fftSize);
   let last = performance.now();
   let quietSince = last;
+  let ticks = 0;
   conn.meter = setInterval(() => {
     const now = performance.now();
+    if (++ticks % 50 === 0) measureJitter(conn.pc);
     analyser.getFloatTimeDomainData(data);
     let sum = 0;
     for (const v of data) sum += v * v;
@@ -377,11 +381,22 @@ function playVoice(conn, stream) {
     const playing = audible || now - quietSince < 100;
     if (!playing) {
       for (const entry of fv.interruptLog) if (entry.silentAt === null) entry.silentAt = now;
+      if (fv.playing) fv.quietAt.push(quietSince); // the voice stopped (last sound then)
     }
     fv.playing = playing;
     if (playing) setState("speaking");
     else if (fv.state === "speaking") setState("listening");
   }, METER_MS);
+}
+
+async function measureJitter(pc) {
+  // Chrome's jitter buffer holds the voice this long on average: an interrupt or a pause
+  // reaches the ear that much later than the server's track goes silent.
+  for (const report of (await pc.getStats()).values()) {
+    if (report.type === "inbound-rtp" && report.kind === "audio" && report.jitterBufferEmittedCount) {
+      fv.jitterBufferMs = (1000 * report.jitterBufferDelay) / report.jitterBufferEmittedCount;
+    }
+  }
 }
 
 function onTrackSent({ turn, ms }) {
