@@ -196,7 +196,8 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     quiet = [t for t in seen["quietAt"] if t >= paused_at - 50]
     assert quiet and quiet[0] - paused_at < 1000, (paused_at, seen["quietAt"])
     assert seen["lastPlayedAt"][interrupted] <= paused_at + 150  # one track_sent interval
-    assert 1000 < seen["playedMs"][interrupted] < 12_000, "the story was heard in part"
+    # (how much of the story came before the barge-in depends on the machine's load)
+    assert 200 < seen["playedMs"][interrupted] < 12_000, "the story was heard in part"
     assert seen["staleAudioMessages"] == 0
     # The second question was answered, and its reply heard.
     assert wer(SECOND, seen["userTurns"][-1]) <= 0.35, seen["userTurns"]
