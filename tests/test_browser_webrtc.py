@@ -9,13 +9,9 @@ offer reached it on loopback. Playwright talks to chromium over a pipe, so it st
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,6 @@ from serving import speech_graph
 from speech_audio import conversation, wer, write_wav
 from test_browser import (
     BARGE_IN_GAP_S,
-    CHROMIUM,
     SECOND,
     SLOW_TTS,
     STORY,
@@ -33,17 +28,18 @@ from test_browser import (
     state,
 )
 
+from flowvoice.testing.netns import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    chromium_in,
+    namespaces_work,
+    page_url,
+    server_in_namespace,
+)
+
 pytest.importorskip("aiortc")
 ROOT = Path(__file__).resolve().parents[1]
-PORT = 8765  # inside the test's own network namespace: nothing else listens there
-
-
-def _namespaces_work() -> bool:
-    if not (shutil.which("unshare") and shutil.which("nsenter") and shutil.which("ip")):
-        return False
-    probe = ["unshare", "-rn", "sh", "-c", "ip link set lo up"]
-    return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
-
+URL = page_url("webrtc")
 
 pytestmark = [
     pytest.mark.browser,
@@ -53,42 +49,9 @@ pytestmark = [
         reason="needs espeak-ng and sox to make the spoken question",
     ),
     pytest.mark.skipif(
-        not _namespaces_work(), reason="needs unshare -rn (a loopback-only network namespace)"
+        not namespaces_work(), reason="needs unshare -rn (a loopback-only network namespace)"
     ),
 ]
-
-
-@contextmanager
-def server_in_namespace(
-    graph: Path, args: list[str], log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
-    """``flowvoice run GRAPH`` on 127.0.0.1:PORT in a new network namespace with only ``lo``;
-    yields once it serves (models loaded)."""
-    command = [sys.executable, "-m", "flowvoice", "run", str(graph), *args]
-    command += ["--host", "127.0.0.1", "--port", str(PORT)]
-    script = 'ip link set lo up && exec "$@"'
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["unshare", "-rn", "sh", "-c", script, "sh", *command],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while "serving" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"flowvoice run did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture
@@ -100,35 +63,15 @@ def browser_in(tmp_path: Path) -> Iterator:
         launched = []
 
         def launch(proc: subprocess.Popen, wav: Path | str):
-            wrapper = tmp_path / "chromium-in-namespace"
-            enter = f"nsenter -t {proc.pid} -n -U --preserve-credentials"
-            wrapper.write_text(f'#!/bin/sh\nexec {enter} {CHROMIUM} "$@"\n')
-            wrapper.chmod(0o755)
-            args = [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--allow-loopback-in-peer-connection",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-            ]
-            browser = p.chromium.launch(executable_path=str(wrapper), args=args)
+            args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
+            executable = chromium_in(proc, tmp_path)
+            browser = p.chromium.launch(executable_path=str(executable), args=args)
             launched.append(browser)
             return browser
 
         yield launch
         for browser in launched:
             browser.close()
-
-
-URL = f"http://127.0.0.1:{PORT}/?transport=webrtc"
 
 
 def test_echo_over_webrtc_in_the_browser(browser_in, tmp_path: Path) -> None:

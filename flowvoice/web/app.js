@@ -51,9 +51,10 @@ const fv = (window.flowvoice = {
   state: "idle",
   transport: new URLSearchParams(location.search).get("transport") === "webrtc" ? "webrtc" : "websocket",
   fallback: null, // why WebRTC was given up for the WebSocket
-  audibleMs: 0, // WebRTC: ms of the voice track heard with sound
+  audibleMs: 0, // ms of the voice heard with sound (both transports: an analyser)
+  soundAt: [], // when the voice started to sound, each time
   iceRoute: null, // WebRTC: {local, remote, protocol} of the candidate pair in use
-  quietAt: [], // WebRTC: when the voice last sounded before each silence
+  quietAt: [], // when the voice last sounded before each silence
   jitterBufferMs: null, // WebRTC: the browser's mean jitter-buffer delay of the voice
   connected: false,
   framesSent: 0,
@@ -147,7 +148,7 @@ async function openAudio() {
     capture.port.onmessage = (event) => onMicFrame(event.data);
     playback.port.onmessage = (event) => onPlayback(event.data);
     await ctx.resume();
-    return { ctx, stream, playback };
+    return { ctx, stream, playback, meter: null };
   } catch (err) {
     ctx.close();
     throw err;
@@ -156,6 +157,7 @@ async function openAudio() {
 
 function closeAudio() {
   if (!audio) return;
+  clearInterval(audio.meter);
   audio.stream.getTracks().forEach((track) => track.stop());
   audio.ctx.close();
   audio = null;
@@ -298,7 +300,7 @@ function iceGathered(pc) {
 async function connectWebRTC() {
   const pc = new RTCPeerConnection();
   const channel = pc.createDataChannel("events");
-  const conn = { pc, channel, meter: null, opened: false, lost: false };
+  const conn = { pc, channel, meter: null, jitter: null, opened: false, lost: false };
   rtc = conn;
   pc.addTransceiver(audio.stream.getAudioTracks()[0], { direction: "sendrecv" });
   pc.ontrack = (event) => playVoice(conn, event.streams[0] || new MediaStream([event.track]));
@@ -356,36 +358,46 @@ async function showRoute(pc) {
 
 function playVoice(conn, stream) {
   // The <audio> element plays the voice (the path every browser's echo canceller
-  // references); an analyser on the same stream tells when it is audible.
+  // references); a meter on the same stream tells when it is audible.
   ui.voice.srcObject = stream;
   ui.voice.play().catch(() => {});
+  conn.meter = voiceMeter(audio.ctx.createMediaStreamSource(stream), (now, playing) => {
+    if (!playing) {
+      for (const entry of fv.interruptLog) if (entry.silentAt === null) entry.silentAt = now;
+    }
+    fv.playing = playing;
+    if (playing) setState("speaking");
+    else if (fv.state === "speaking") setState("listening");
+  });
+  conn.jitter = setInterval(() => measureJitter(conn.pc), 1000);
+}
+
+function voiceMeter(source, onLevel = null) {
+  // Reads the level of what the page plays every METER_MS: when the voice sounds and when
+  // it goes quiet (fv.soundAt, fv.quietAt, fv.audibleMs), the same for both transports.
   const analyser = audio.ctx.createAnalyser();
   analyser.fftSize = 1024;
-  audio.ctx.createMediaStreamSource(stream).connect(analyser);
+  source.connect(analyser);
   const data = new Float32Array(analyser.fftSize);
   let last = performance.now();
-  let quietSince = last;
-  let ticks = 0;
-  conn.meter = setInterval(() => {
+  let lastSound = null;
+  let sounding = false;
+  return setInterval(() => {
     const now = performance.now();
-    if (++ticks % 50 === 0) measureJitter(conn.pc);
     analyser.getFloatTimeDomainData(data);
     let sum = 0;
     for (const v of data) sum += v * v;
     const audible = Math.sqrt(sum / data.length) > AUDIBLE_RMS;
     if (audible) {
       fv.audibleMs += now - last;
-      quietSince = now;
+      if (!sounding) fv.soundAt.push(now);
+      lastSound = now;
     }
     last = now;
-    const playing = audible || now - quietSince < 100;
-    if (!playing) {
-      for (const entry of fv.interruptLog) if (entry.silentAt === null) entry.silentAt = now;
-      if (fv.playing) fv.quietAt.push(quietSince); // the voice stopped (last sound then)
-    }
-    fv.playing = playing;
-    if (playing) setState("speaking");
-    else if (fv.state === "speaking") setState("listening");
+    const playing = audible || (lastSound !== null && now - lastSound < 100);
+    if (sounding && !playing) fv.quietAt.push(lastSound); // the voice stopped (last sound then)
+    sounding = playing;
+    if (onLevel) onLevel(now, playing);
   }, METER_MS);
 }
 
@@ -412,6 +424,7 @@ function onTrackSent({ turn, ms }) {
 function closeWebRTC() {
   if (!rtc) return;
   clearInterval(rtc.meter);
+  clearInterval(rtc.jitter);
   rtc.channel.close();
   rtc.pc.close();
   rtc = null;
@@ -428,6 +441,7 @@ async function start() {
   setState("starting");
   try {
     audio = await openAudio();
+    audio.meter = voiceMeter(audio.playback); // the WebSocket's voice
   } catch (err) {
     showNotice(micMessage(err));
     setState("idle");
