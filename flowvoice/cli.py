@@ -106,11 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns"],
+        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "transports"],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
-    bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        help="pipecat: interrupts to time (20); transports: sessions per transport (3)",
+    )
     bench.add_argument(
         "--plot", metavar="PNG", help="pipecat, load, turns: also save plots (matplotlib)"
     )
@@ -269,7 +273,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.pipecat_compare import main as bench_pipecat
 
         return bench_pipecat(
-            markdown=args.markdown, frames=args.frames, repeats=args.repeats, plot_path=args.plot
+            markdown=args.markdown,
+            frames=args.frames,
+            repeats=args.repeats or 20,
+            plot_path=args.plot,
         )
     if args.name == "load":
         from flowvoice.bench.load import main as bench_load
@@ -279,6 +286,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             graphs, args.sessions, args.questions, args.markdown, args.plot, args.json
         )
     graph = (args.graph or ["default"])[0]
+    if args.name == "transports":
+        from flowvoice.bench.transports import main as bench_transports
+
+        return bench_transports(graph, args.repeats or 3, args.markdown)
     if args.name == "bargein":
         from flowvoice.bench.bargein import main as bench_bargein
 
