@@ -431,13 +431,6 @@ class WebRTCGateway:
         finally:
             self.peers.discard(pc)
 
-    async def close(self) -> None:
-        """End every session and close every peer connection."""
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await asyncio.gather(*(self._close(pc) for pc in list(self.peers)))
-
 
 async def _read_offer(request: Request) -> str:
     body = b""

@@ -85,8 +85,14 @@ def run_page(browser: Any, transport: str, pid: int, until: str, timeout_s: floa
     cpu, start = _cpu_s(pid), time.monotonic()
     page.click("#start")
     try:
-        page.wait_for_function(until, timeout=timeout_s * 1000)
-        seen = page.evaluate("JSON.parse(JSON.stringify(window.flowvoice))")
+        try:
+            page.wait_for_function(until, timeout=timeout_s * 1000)
+        finally:
+            seen = page.evaluate("JSON.parse(JSON.stringify(window.flowvoice))")
+    except Exception as exc:
+        keys = ("transport", "fallback", "userTurns", "assistantTexts", "soundAt", "errors")
+        page_state = {k: seen[k] for k in keys}
+        raise RuntimeError(f"{transport} session: {exc}; page: {page_state}") from None
     finally:
         page.click("#start")  # Stop
         page.close()
