@@ -10,7 +10,7 @@ from speech_audio import conversation, wer
 
 from flowvoice.conversation import Conversation
 from flowvoice.frames import Transcript, UserTurn, VADEvent
-from flowvoice.nodes.turn import classify_ending
+from flowvoice.conversation.endings import classify_ending
 
 pytestmark = pytest.mark.anyio
 
