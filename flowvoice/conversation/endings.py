@@ -27,13 +27,15 @@ CONTINUATIONS = frozenset(_CONTINUATION_WORDS.split())
 #: Besides the continuation words, endings that leave a sentence open: a preposition or a
 #: verb still waiting for its complement ("it would be", "you should"). Not "is": "Explain
 #: what photosynthesis is." ends a question.
-OPEN_ENDINGS = frozenset("about be been being would should could might must".split())
+_OPEN_ENDING_WORDS = "about be been being would should could might must"
+OPEN_ENDINGS = frozenset(_OPEN_ENDING_WORDS.split())
 #: Number words: a statement that ends on one may be dictating more.
-NUMBER_WORDS = frozenset(
-    """zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen
-    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty
-    ninety hundred thousand""".split()
-)
+_NUMBER_WORDS = """
+zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred
+thousand
+"""
+NUMBER_WORDS = frozenset(_NUMBER_WORDS.split())
 #: Words that open a subordinate clause: until its main clause comes, the sentence goes on.
 SUBORDINATORS = frozenset(
     [
