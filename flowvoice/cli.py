@@ -29,6 +29,7 @@ examples:
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
   flowvoice bench turn-scores                          calibrate turn.smart's thresholds
+  flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
 """
 
 
@@ -118,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph file or shipped name (e2e, bargein, turns: default; load: default and light)",
+        help="graph file or shipped name (e2e, bargein, turns: default; load: default and "
+        "light); e2e compares several given in turn",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
     bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--rounds", type=int, default=1, help="e2e with several --graph: rounds taking them in turn"
+    )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
@@ -313,7 +318,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)
+    return bench_e2e(args.graph or ["default"], args.questions, args.markdown, args.rounds)
 
 
 COMMANDS = {
