@@ -28,6 +28,8 @@ examples:
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
+  flowvoice bench turn-scores                          calibrate turn.smart's thresholds
+  flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
 """
 
 
@@ -106,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "transports"],
+        choices=[
+            "runtime",
+            "e2e",
+            "bargein",
+            "load",
+            "pipecat",
+            "whisper",
+            "turns",
+            "turn-scores",
+            "transports",
+        ],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
@@ -121,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph file or shipped name (e2e, bargein, turns: default; load: default and light)",
+        help="graph file or shipped name (e2e, bargein, turns: default; load: default and "
+        "light); e2e compares several given in turn",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
-    bench.add_argument("--json", help="load, turns: keep results in this JSON file")
+    bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--rounds", type=int, default=1, help="e2e with several --graph: rounds taking them in turn"
+    )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
@@ -157,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NODE.params.KEY=VALUE",
         help="turns: override a value of the graph (repeatable)",
+    )
+    bench.add_argument(
+        "--scores",
+        metavar="JSON",
+        help="turn-scores: replay the scores an earlier --json run kept instead of scoring again",
     )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
@@ -308,13 +329,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             defaults=not args.no_default_turns,
             overrides=args.overrides,
         )
+    if args.name == "turn-scores":
+        from flowvoice.bench.turn_scores import main as bench_turn_scores
+
+        return bench_turn_scores(args.json, args.markdown, args.scores)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 
         return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)
+    return bench_e2e(args.graph or ["default"], args.questions, args.markdown, args.rounds)
 
 
 COMMANDS = {

@@ -19,6 +19,7 @@ from serving import running_server, speech_graph
 from speech_audio import conversation, wer, write_wav
 
 from flowvoice.graph.spec import load_graph
+from flowvoice.nodes.audio import read_wav
 from flowvoice.server import create_app, prewarm
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,14 +36,36 @@ pytestmark = [
 ]
 
 
+SPOKEN_TAIL_S = 3.0
+
+
+def wav_seconds(path: Path) -> float:
+    samples, rate = read_wav(path)
+    return len(samples) / rate
+
+
 def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
-    """``text`` spoken by espeak-ng at ``rate``, with 1 s of silence before and 3 s after."""
+    """``text`` spoken by espeak-ng at ``rate``, with 1 s of silence before and
+    ``SPOKEN_TAIL_S`` after."""
     raw = path.with_suffix(".raw.wav")
     subprocess.run(
         ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, timeout=30
     )
     subprocess.run(
-        ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path), "pad", "1", "3"],
+        [
+            "sox",
+            str(raw),
+            "-r",
+            str(rate),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            str(path),
+            "pad",
+            "1",
+            str(SPOKEN_TAIL_S),
+        ],
         check=True,
         timeout=30,
     )
@@ -181,13 +204,24 @@ def test_spoken_conversation_in_the_browser(browser_for, tmp_path: Path) -> None
             " && window.flowvoice.samplesPlayed > 8000",
             timeout=120_000,
         )
-        page.wait_for_function("window.flowvoice.metrics.length > 0", timeout=30_000)
+        page.wait_for_function("Object.keys(window.flowvoice.heardMs).length > 0", timeout=30_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-conversation.png"))
         seen = state(page)
         bubbles = page.locator(".bubble").all_inner_texts()
         latency_rows = page.locator("#latency li").count()
     print(f"\npage state: {seen}")
+    turn = min(seen["heardMs"], key=int)
+    sent = next(
+        m["latency_ms"]["first_audio_sent"] for m in seen["metrics"] if m["turn"] == int(turn)
+    )
+    # What the user hears: from the end of the file's speech to the page playing the reply.
+    speech_end = seen["micStartedAt"] + 1000 * (wav_seconds(wav) - SPOKEN_TAIL_S)
+    print(
+        f"voice-to-voice: first audio sent {sent:.0f} ms, heard (page) {seen['heardMs'][turn]:.0f}"
+        f" ms, from the microphone's speech end {seen['playStartedAt'][turn] - speech_end:.0f} ms"
+    )
+    assert seen["heardMs"][turn] >= sent  # the page played it, after the server sent it
     assert wer("What is the capital of France?", " ".join(seen["userTurns"])) <= 0.35
     assert any("capital" in b.lower() for b in bubbles)
     assert seen["assistantTexts"][0] in bubbles[1]
