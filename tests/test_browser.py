@@ -273,7 +273,11 @@ def barge_in_page(page, screenshot: str) -> tuple[dict, list[str], list[str], in
     played a second more, its state, the user's and the assistant's bubbles, and how many
     replies are marked interrupted."""
     page.click("#start")
-    page.wait_for_function(SECOND_REPLY_PLAYED, timeout=150_000)
+    try:
+        page.wait_for_function(SECOND_REPLY_PLAYED, timeout=150_000)
+    except Exception:
+        print(f"\npage state when the second reply did not play: {state(page)}")
+        raise
     page.wait_for_timeout(1000)  # the interrupted reply must stay silent meanwhile
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / screenshot))
