@@ -65,6 +65,8 @@ OFFER_MAX_BYTES = 64 * 1024
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 #: Pacing that fell further behind than this restarts its clock instead of bursting.
 MAX_LATE_S = 0.2
+#: A voice frame sent later than this after its time counts as late.
+LATE_S = 0.04
 #: How often ``track_sent`` reports a turn's progress.
 SENT_REPORT_S = 0.1
 
@@ -179,6 +181,10 @@ class PacedAudioTrack(MediaStreamTrack):
         self._sent: dict[int, int] = {}  # turn -> samples sent
         self._start: float | None = None
         self._pts = 0
+        #: Frames that left more than LATE_S after their time, and the latest one's lateness
+        #: (a busy event loop; the browser's jitter buffer grows to absorb it).
+        self.late_frames = 0
+        self.max_late_s = 0.0
 
     @property
     def queued_s(self) -> float:
@@ -216,6 +222,9 @@ class PacedAudioTrack(MediaStreamTrack):
         if self._start is None or now - (self._start + self._pts / TRACK_RATE) > MAX_LATE_S:
             self._start = now - self._pts / TRACK_RATE
         await asyncio.sleep(max(0.0, self._start + self._pts / TRACK_RATE - now))
+        late = time.monotonic() - (self._start + self._pts / TRACK_RATE)
+        self.max_late_s = max(self.max_late_s, late)
+        self.late_frames += late > LATE_S
         samples = np.zeros(FRAME_SAMPLES, np.int16)
         if not self.held:
             self._take(samples)
@@ -424,6 +433,14 @@ class WebRTCGateway:
             log.exception("WebRTC session of %s failed", client)
         finally:
             await asyncio.shield(self._close(pc))
+            track = transport.track
+            log.info(
+                "WebRTC peer %s closed; voice frames late by over %.0f ms: %d (at most %.0f ms)",
+                client,
+                1000 * LATE_S,
+                track.late_frames,
+                1000 * track.max_late_s,
+            )
 
     async def _close(self, pc: RTCPeerConnection) -> None:
         try:

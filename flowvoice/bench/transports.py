@@ -18,6 +18,7 @@ Sessions alternate between the transports so that load on the machine falls on b
 from __future__ import annotations
 
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -47,6 +48,8 @@ SLOW_VOICE = ["--set", "tts.params.length_scale=2.2"]
 ECHO_S = 15.0
 MIC_RATE = 48000
 SPEECH_LEVEL = 500  # |sample| above this is speech, for the questions' bounds
+#: The server's line at the end of a WebRTC session (flowvoice.webrtc).
+LATE_LINE = re.compile(r"voice frames late by over \d+ ms: (\d+) \(at most (\d+) ms\)")
 
 
 def spoken_script(folder: Path) -> tuple[Path, list[tuple[float, float]]]:
@@ -111,8 +114,9 @@ SECOND_REPLY_HEARD = """() => {
 def measure(graph: str, repeats: int) -> dict[str, dict[str, list[float]]]:
     from playwright.sync_api import sync_playwright
 
-    results = {t: {"v2v_ms": [], "onset_to_quiet_ms": [], "jitter_ms": [], "echo_cores": [],
-                   "conversation_cpu_s": []} for t in TRANSPORTS}  # fmt: skip
+    keys = ("v2v_ms", "onset_to_quiet_ms", "jitter_ms", "late_frames", "max_late_ms",
+            "echo_cores", "conversation_cpu_s")  # fmt: skip
+    results = {t: {k: [] for k in keys} for t in TRANSPORTS}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         folder = Path(tmp)
         wav, bounds = spoken_script(folder)
@@ -148,6 +152,10 @@ def measure(graph: str, repeats: int) -> dict[str, dict[str, list[float]]]:
                         row["jitter_ms"].append(seen["jitterBufferMs"])
                     row["conversation_cpu_s"].append(seen["cpu_s"])
             browser.close()
+        log = (folder / "server.log").read_text(errors="replace")
+        for late, worst in LATE_LINE.findall(log):
+            results["webrtc"]["late_frames"].append(int(late))
+            results["webrtc"]["max_late_ms"].append(float(worst))
     return results
 
 
@@ -177,6 +185,8 @@ def main(graph: str = "default", repeats: int = 3, markdown: bool = False) -> in
         ("voice-to-voice heard, ms", "v2v_ms", 0),
         ("speech onset -> silence, ms", "onset_to_quiet_ms", 0),
         ("jitter buffer, ms", "jitter_ms", 0),
+        ("voice frames sent >40 ms late", "late_frames", 0),
+        ("latest voice frame, ms late", "max_late_ms", 0),
         ("server CPU, echo session (cores)", "echo_cores", 3),
         ("server CPU, conversation (CPU-s)", "conversation_cpu_s", 1),
     ]
