@@ -21,8 +21,8 @@ from speech_audio import conversation, wer, write_wav
 from flowvoice.graph.spec import load_graph
 from flowvoice.nodes.audio import read_wav
 from flowvoice.server import create_app, prewarm
+from flowvoice.testing.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -75,28 +75,21 @@ def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
 @pytest.fixture
 def browser_for(tmp_path: Path) -> Iterator:
     """``browser_for(wav)``: a chromium whose microphone plays ``wav`` (looping unless the
-    path ends with ``%noloop``)."""
+    path ends with ``%noloop``); ``executable`` may be a wrapper (another namespace)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         launched = []
 
-        def launch(wav: Path | str, allow_mic: bool = True):
-            args = [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-            ]
+        def launch(
+            wav: Path | str,
+            allow_mic: bool = True,
+            executable: Path = CHROMIUM,
+            extra_args: tuple[str, ...] = (),
+        ):
+            args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}", *extra_args]
             if allow_mic:  # else the permission prompt is dismissed: access denied
                 args.append("--use-fake-ui-for-media-stream")
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+            browser = p.chromium.launch(executable_path=str(executable), args=args)
             launched.append(browser)
             return browser
 

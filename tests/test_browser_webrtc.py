@@ -9,28 +9,27 @@ offer reached it on loopback. Playwright talks to chromium over a pipe, so it st
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_browser
 from serving import speech_graph
 from speech_audio import conversation, wer, write_wav
-from test_browser import (
+from test_browser import (  # noqa: F401 (browser_for: a fixture, used by name)
     BARGE_IN_GAP_S,
     SECOND,
     SLOW_TTS,
     STORY,
     barge_in_page,
+    browser_for,
     open_page,
     spoken_wav,
     state,
 )
 
-from flowvoice.testing.netns import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+from flowvoice.testing.browser import (
+    WEBRTC_LOOPBACK_ARGS,
     chromium_in,
     namespaces_work,
     page_url,
@@ -42,12 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 URL = page_url("webrtc")
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"),
-    pytest.mark.skipif(
-        not (shutil.which("espeak-ng") and shutil.which("sox")),
-        reason="needs espeak-ng and sox to make the spoken question",
-    ),
+    *test_browser.pytestmark,  # chromium, espeak-ng and sox
     pytest.mark.skipif(
         not namespaces_work(), reason="needs unshare -rn (a loopback-only network namespace)"
     ),
@@ -55,23 +49,15 @@ pytestmark = [
 
 
 @pytest.fixture
-def browser_in(tmp_path: Path) -> Iterator:
+def browser_in(browser_for, tmp_path: Path):  # noqa: F811 (the fixture imported above)
     """``browser_in(proc, wav)``: chromium inside ``proc``'s network namespace, its
     microphone playing ``wav``."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        launched = []
 
-        def launch(proc: subprocess.Popen, wav: Path | str):
-            args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
-            executable = chromium_in(proc, tmp_path)
-            browser = p.chromium.launch(executable_path=str(executable), args=args)
-            launched.append(browser)
-            return browser
+    def launch(proc: subprocess.Popen, wav: Path | str):
+        wrapper = chromium_in(proc, tmp_path)
+        return browser_for(wav, executable=wrapper, extra_args=tuple(WEBRTC_LOOPBACK_ARGS))
 
-        yield launch
-        for browser in launched:
-            browser.close()
+    return launch
 
 
 def test_echo_over_webrtc_in_the_browser(browser_in, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """``flowvoice bench transports``: the page over the WebSocket and over WebRTC, in one run.
 
 Headless chromium (Playwright, the system ``/usr/bin/chromium``) and a ``flowvoice run``
-server share a loopback-only network namespace (:mod:`flowvoice.testing.netns`); the fake
+server share a loopback-only network namespace (:mod:`flowvoice.testing.browser`); the fake
 microphone asks a question that gets a long reply, then barges in with a second one. The
 page's own level meter on what it plays gives, per transport:
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import platform
 import re
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import date
@@ -30,9 +31,10 @@ import numpy as np
 
 from flowvoice.bench.e2e import RATE, speak
 from flowvoice.nodes.audio import Resampler, write_wav
-from flowvoice.testing.netns import (
+from flowvoice.testing.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    WEBRTC_LOOPBACK_ARGS,
     chromium_in,
     namespaces_work,
     page_url,
@@ -104,6 +106,12 @@ def run_page(browser: Any, transport: str, pid: int, until: str, timeout_s: floa
     return seen
 
 
+def launch(playwright: Any, proc: subprocess.Popen, folder: Path, wav: str) -> Any:
+    """Chromium in the server's namespace, its microphone playing ``wav``."""
+    args = [*CHROMIUM_ARGS, *WEBRTC_LOOPBACK_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
+    return playwright.chromium.launch(executable_path=str(chromium_in(proc, folder)), args=args)
+
+
 SECOND_REPLY_HEARD = """() => {
   const fv = window.flowvoice;
   return fv.userTurns.length >= 2 && fv.assistantTexts.length >= 2
@@ -123,10 +131,7 @@ def measure(graph: str, repeats: int) -> dict[str, dict[str, list[float]]]:
         second_end_ms = round(1000 * bounds[1][1])
         until_second = SECOND_REPLY_HEARD % second_end_ms
         with server_in_namespace("echo", [], folder / "echo.log") as proc:
-            browser = p.chromium.launch(
-                executable_path=str(chromium_in(proc, folder)),
-                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"],
-            )
+            browser = launch(p, proc, folder, f"{wav}")
             for _ in range(repeats):
                 for transport in TRANSPORTS:
                     until = f"window.flowvoice.connected && performance.now() > {ECHO_S * 1000}"
@@ -134,10 +139,7 @@ def measure(graph: str, repeats: int) -> dict[str, dict[str, list[float]]]:
                     results[transport]["echo_cores"].append(seen["cpu_s"] / seen["wall_s"])
             browser.close()
         with server_in_namespace(graph, SLOW_VOICE, folder / "server.log") as proc:
-            browser = p.chromium.launch(
-                executable_path=str(chromium_in(proc, folder)),
-                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"],
-            )
+            browser = launch(p, proc, folder, f"{wav}%noloop")
             for _ in range(repeats):
                 for transport in TRANSPORTS:
                     seen = run_page(browser, transport, proc.pid, until_second, 150)

@@ -1,10 +1,12 @@
-"""A ``flowvoice run`` server and a chromium in a network namespace of their own, with only
-``lo`` up (WebRTC tests and ``flowvoice bench transports``).
+"""Headless chromium for browser tests and ``flowvoice bench transports``: its flags, and a
+``flowvoice run`` server with a chromium in a network namespace of their own, with only
+``lo`` up (the WebRTC tests and benchmark).
 
-Every ICE candidate and every media packet is then on 127.0.0.1 by construction, never the
-machine's LAN address. The server is started under ``unshare -rn``; chromium enters its
-namespace through a wrapper script (``nsenter``), and Playwright drives it over a pipe from
-outside. Chromium gathers loopback candidates only with ``--allow-loopback-in-peer-connection``.
+In that namespace every ICE candidate and every media packet is on 127.0.0.1 by
+construction, never the machine's LAN address. The server is started under ``unshare -rn``;
+chromium enters its namespace through a wrapper script (``nsenter``), and Playwright drives it
+over a pipe from outside. Chromium gathers loopback candidates only with
+``--allow-loopback-in-peer-connection``.
 """
 
 from __future__ import annotations
@@ -21,16 +23,22 @@ from pathlib import Path
 CHROMIUM = Path("/usr/bin/chromium")
 #: The server's port inside its namespace (nothing else listens there).
 PORT = 8765
+#: Headless chromium with a fake microphone (add ``--use-file-for-fake-audio-capture=WAV``)
+#: that may play audio without a user gesture.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
     "--use-fake-device-for-media-stream",
+]
+#: WebRTC on 127.0.0.1, microphone access granted without a prompt.
+WEBRTC_LOOPBACK_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
