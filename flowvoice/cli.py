@@ -71,14 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve a graph (browser chat when it has WebSocket nodes)")
+    run = sub.add_parser(
+        "run",
+        help="serve a graph (browser chat when it has WebSocket nodes)",
+        epilog="With the webrtc extra the page may use WebRTC (open it with ?transport=webrtc); "
+        "$FLOWVOICE_ICE_SERVERS (JSON list of STUN/TURN servers) and "
+        "$FLOWVOICE_WEBRTC_MAX_PEERS (default 16) set it up.",
+    )
     _add_graph_args(run)
     run.add_argument("--host", help="bind address (default: the graph's server.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (default: the graph's server.port, 8000)")
     run.add_argument(
         "--token",
         default=os.environ.get("FLOWVOICE_TOKEN"),
-        help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
+        help="require ?token=... on the WebSocket and the WebRTC offer (default: $FLOWVOICE_TOKEN)",
     )
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
@@ -273,6 +279,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             serve(graph, host, port, token=args.token)
         except OSError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
+        except ValueError as exc:  # a bad server setting in the environment
+            raise CliError(str(exc)) from None
         return EXIT_OK
     import anyio
 

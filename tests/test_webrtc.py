@@ -247,3 +247,19 @@ def test_ice_servers_setting() -> None:
     assert stun.urls == "stun:stun.example.org:3478" and turn.username == "u"
     with pytest.raises(ValueError, match="FLOWVOICE_ICE_SERVERS must be a JSON list"):
         parse_ice_servers('{"urls": "stun:x"}')
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("FLOWVOICE_ICE_SERVERS", "{bad", "FLOWVOICE_ICE_SERVERS must be a JSON list"),
+        ("FLOWVOICE_WEBRTC_MAX_PEERS", "many", "FLOWVOICE_WEBRTC_MAX_PEERS must be a whole"),
+    ],
+)
+def test_bad_webrtc_setting_is_a_clear_cli_error(monkeypatch, capsys, name, value, says) -> None:
+    from flowvoice.cli import EXIT_BAD_INPUT, main
+
+    monkeypatch.setenv(name, value)
+    assert main(["run", "echo", "--port", "0"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
