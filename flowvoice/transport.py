@@ -1,4 +1,6 @@
-"""The WebSocket wire protocol and the per-connection transport that nodes talk to.
+"""The WebSocket wire protocol and the per-connection transports that nodes talk to:
+:class:`BrowserTransport` (what every transport shares) and :class:`WebSocketTransport`
+(``/ws``); the WebRTC one is :mod:`flowvoice.webrtc`.
 
 Client -> server (``/ws``)
     binary  PCM16LE mono audio at the hello's sample rate (16000 until told), ~20 ms each.
