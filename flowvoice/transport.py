@@ -230,8 +230,13 @@ class BrowserTransport:
             return
         if control["type"] == "hello":
             self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
-        elif self.on_played is not None:
-            self.on_played(control["turn"], control["ms"] / 1000)
+        else:
+            self.client_played(control["turn"], control["ms"] / 1000)
+
+    def client_played(self, turn: int, seconds: float) -> None:
+        """The client reports it has played ``seconds`` of the turn's audio (cumulative)."""
+        if self.on_played is not None:
+            self.on_played(turn, seconds)
 
     def protocol_error(self, exc: ProtocolError) -> None:
         """Count a malformed client message and answer it with an ``error`` event."""

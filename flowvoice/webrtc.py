@@ -67,6 +67,8 @@ LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 MAX_LATE_S = 0.2
 #: A voice frame sent later than this after its time counts as late.
 LATE_S = 0.04
+#: How far back a resumed voice may go to replay what the listener's jitter buffer held.
+REWIND_MAX_S = 1.0
 #: How often ``track_sent`` reports a turn's progress.
 SENT_REPORT_S = 0.1
 
@@ -163,8 +165,9 @@ class PacedAudioTrack(MediaStreamTrack):
     """Assistant audio as a 48 kHz mono track, one 20 ms frame per 20 ms of wall clock.
 
     :meth:`put` queues audio (waiting while ``queue_s`` is full); :meth:`discard` empties
-    the queue of older turns at once; while held it sends silence and keeps the queue.
-    ``on_sent(turn, seconds)`` is told each turn's cumulative audio as it leaves.
+    the queue of older turns at once; while held it sends silence and keeps the queue, and
+    :meth:`rewind` puts back what the listener did not hear (its jitter buffer, muted during
+    the hold). ``on_sent(turn, seconds)`` is told each turn's cumulative audio as it leaves.
     """
 
     kind = "audio"
@@ -179,6 +182,8 @@ class PacedAudioTrack(MediaStreamTrack):
         self._room = asyncio.Event()
         self._resampler: tuple[int, Resampler] | None = None  # (turn, resampler)
         self._sent: dict[int, int] = {}  # turn -> samples sent
+        self._history: deque[np.ndarray] = deque()  # the latest sent audio of _history_turn
+        self._history_turn: int | None = None
         self._start: float | None = None
         self._pts = 0
         #: Frames that left more than LATE_S after their time, and the latest one's lateness
@@ -208,12 +213,32 @@ class PacedAudioTrack(MediaStreamTrack):
 
     def discard(self, before_turn: int) -> int:
         """Drop queued audio of turns older than ``before_turn``; returns samples dropped."""
+        if self._history_turn is not None and self._history_turn < before_turn:
+            self._history.clear()
         kept = deque(c for c in self._chunks if c[0] >= before_turn)
         dropped = self._queued - sum(len(c[1]) for c in kept)
         self._chunks = kept
         self._queued -= dropped
         self._room.set()
         return dropped
+
+    def rewind(self, turn: int, heard_s: float) -> float:
+        """Queue again, first, the audio of ``turn`` sent after ``heard_s`` (at most
+        ``REWIND_MAX_S`` back); returns the seconds put back."""
+        if turn != self._history_turn:
+            return 0.0
+        back = min(
+            self._sent.get(turn, 0) - int(heard_s * TRACK_RATE),
+            sum(len(c) for c in self._history),
+        )
+        if back <= 0:
+            return 0.0
+        tail = np.concatenate(list(self._history))[-back:]
+        self._history.clear()
+        self._chunks.appendleft((turn, tail))
+        self._queued += back
+        self._sent[turn] -= back
+        return back / TRACK_RATE
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -247,10 +272,21 @@ class PacedAudioTrack(MediaStreamTrack):
                 self._chunks[0] = (turn, chunk[n:])
             filled += n
             self._queued -= n
+            self._remember(turn, out[filled - n : filled])
             self._sent[turn] = self._sent.get(turn, 0) + n
             self.on_sent(turn, self._sent[turn] / TRACK_RATE)
         if filled:
             self._room.set()
+
+    def _remember(self, turn: int, sent: np.ndarray) -> None:
+        if turn != self._history_turn:
+            self._history.clear()
+            self._history_turn = turn
+        self._history.append(sent.copy())
+        while sum(len(c) for c in self._history) - len(self._history[0]) >= REWIND_MAX_S * (
+            TRACK_RATE
+        ):
+            self._history.popleft()
 
 
 # -- the transport ----------------------------------------------------------------------------
@@ -277,6 +313,7 @@ class WebRTCTransport(BrowserTransport):
         self.channel: Any = None  # the browser's RTCDataChannel, once open
         self._pending: deque[str] = deque(maxlen=settings.pending_events)
         self._reported: dict[int, float] = {}  # turn -> seconds last sent as track_sent
+        self._heard: dict[int, float] = {}  # turn -> seconds the page last reported played
         self._closing = asyncio.Event()
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -319,17 +356,24 @@ class WebRTCTransport(BrowserTransport):
         return self.track.discard(before_turn)
 
     def send_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") in ("voice_paused", "voice_resumed"):
-            self.track.held = event["type"] == "voice_paused"
+        if event.get("type") == "voice_paused":
+            self.track.held = True
+        elif event.get("type") == "voice_resumed" and self.track.held:
+            # The page muted its jitter buffer at the pause: replay what it did not hear.
+            for turn, heard in self._heard.items():
+                self.track.rewind(turn, heard)
+            self.track.held = False
         text = json.dumps(event, default=str)
         if self.channel is not None and self.channel.readyState == "open":
             self.channel.send(text)
         elif self.channel is None:
             self._pending.append(text)
 
+    def client_played(self, turn: int, seconds: float) -> None:
+        self._heard[turn] = seconds
+        super().client_played(turn, seconds)
+
     def _sent(self, turn: int, seconds: float) -> None:
-        if self.on_played is not None:
-            self.on_played(turn, seconds)
         if seconds - self._reported.get(turn, 0.0) >= SENT_REPORT_S:
             self._reported[turn] = seconds
             self.send_event({"type": "track_sent", "turn": turn, "ms": round(seconds * 1000)})

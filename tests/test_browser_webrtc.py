@@ -113,9 +113,9 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     assert wer(STORY, seen["userTurns"][0]) <= 0.35
     assert seen["audibleMs"] > 2000
     # The second question barged in. The server held the voice at the speech onset (the
-    # track sends silence), so the page went quiet within its jitter buffer (NetEQ grows it
-    # on a loaded machine: 330 ms seen on 2 busy cores) and a meter window; the interrupt
-    # then dropped the story for good: no more of it left the server.
+    # track sends silence) and the page muted what its jitter buffer still held, so it went
+    # quiet at once, as the WebSocket page does; the interrupt then dropped the story for
+    # good: no more of it left the server.
     assert len(seen["bargeIns"]) == 1, seen["bargeIns"]
     interrupted = str(seen["bargeIns"][0]["turn"])
     first = seen["interruptLog"][0]
@@ -123,7 +123,7 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     assert first["turn"] > int(interrupted) and paused_at <= first["at"]
     assert first["silentAt"] is not None and first["silentAt"] - first["at"] < 500
     quiet = [t for t in seen["quietAt"] if t >= paused_at - 50]
-    assert quiet and quiet[0] - paused_at < 1000, (paused_at, seen["quietAt"])
+    assert quiet and quiet[0] - paused_at < 150, (paused_at, seen["quietAt"])  # a meter tick
     assert seen["lastPlayedAt"][interrupted] <= paused_at + 150  # one track_sent interval
     # (how much of the story came before the barge-in depends on the machine's load)
     assert 200 < seen["playedMs"][interrupted] < 12_000, "the story was heard in part"

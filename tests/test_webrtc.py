@@ -8,6 +8,7 @@ check both SDPs.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 pytest.importorskip("aiortc")
 
+from aiortc import RTCPeerConnection  # noqa: E402
 from serving import running_server  # noqa: E402
 from test_browser import ECHO_WITH_TAP  # noqa: E402
 from webrtc_peer import Peer, connect, post_offer, wait_for  # noqa: E402
@@ -31,6 +33,7 @@ from flowvoice.webrtc import (  # noqa: E402
     TRACK_RATE,
     PacedAudioTrack,
     WebRTCSettings,
+    WebRTCTransport,
     mono_samples,
     parse_ice_servers,
 )
@@ -197,7 +200,7 @@ def test_vanished_peer_ends_its_session_and_connection(tmp_path: Path) -> None:
 
 
 # -- the paced track on its own ---------------------------------------------------------------
-def test_paced_track_paces_discards_at_once_and_holds() -> None:
+def test_paced_track_paces_discards_at_once_holds_and_rewinds() -> None:
     sent: list[tuple[int, float]] = []
 
     async def run() -> dict:
@@ -215,6 +218,14 @@ def test_paced_track_paces_discards_at_once_and_holds() -> None:
         queued_while_held = track.queued_s
         track.held = False
         released = mono_samples(await track.recv())
+        # A pause the listener heard only in part: the unheard tail is sent again first.
+        for _ in range(4):
+            await track.recv()  # the rest of turn 2: 100 ms sent in all
+        track.held = True
+        silent = mono_samples(await track.recv())
+        put_back = track.rewind(2, heard_s=0.04)
+        track.held = False
+        replayed = mono_samples(await track.recv())
         track.stop()
         return {
             "frames": frames,
@@ -225,6 +236,10 @@ def test_paced_track_paces_discards_at_once_and_holds() -> None:
             "held": held,
             "queued_while_held": queued_while_held,
             "released": released,
+            "silent": silent,
+            "put_back": put_back,
+            "replayed": replayed,
+            "sent_turn2": track._sent[2] / TRACK_RATE,
         }
 
     r = asyncio.run(run())
@@ -235,6 +250,11 @@ def test_paced_track_paces_discards_at_once_and_holds() -> None:
     assert rms(r["after_discard"]) == 0.0  # the interrupt silenced the very next frame
     assert rms(r["held"]) == 0.0 and r["queued_while_held"] == pytest.approx(0.1)
     assert rms(r["released"]) > 0.1
+    # (turn 2 is a 100 ms tone: 100 ms sent, 40 ms heard, 60 ms put back, 20 ms sent again)
+    assert rms(r["silent"]) == 0.0 and r["put_back"] == pytest.approx(0.06)
+    expected = tone(0.1)[int(0.04 * TRACK_RATE) :][:FRAME_SAMPLES]
+    assert np.array_equal(r["replayed"], expected)
+    assert r["sent_turn2"] == pytest.approx(0.06)
     turn1 = [s for t, s in sent if t == 1]
     assert turn1 == sorted(turn1) and 0.15 < turn1[-1] < 0.25
 
@@ -263,3 +283,29 @@ def test_bad_webrtc_setting_is_a_clear_cli_error(monkeypatch, capsys, name, valu
     assert main(["run", "echo", "--port", "0"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_resumed_voice_replays_what_the_page_muted() -> None:
+    """voice_paused holds the track; voice_resumed sends again, first, what the page had
+    not yet played when it muted its jitter buffer (its last played report)."""
+
+    async def run() -> dict:
+        pc = RTCPeerConnection()
+        transport = WebRTCTransport(pc, None, WebRTCSettings())
+        await transport.send_audio(1, TRACK_RATE, tone(0.2))
+        for _ in range(5):
+            await transport.track.recv()  # 100 ms sent
+        transport.receive_text('{"type": "played", "turn": 1, "ms": 40}')
+        transport.send_event({"type": "voice_paused"})
+        held = mono_samples(await transport.track.recv())
+        transport.send_event({"type": "voice_resumed"})
+        resumed = mono_samples(await transport.track.recv())
+        await pc.close()
+        events = [json.loads(e)["type"] for e in transport._pending]
+        return {"held": held, "resumed": resumed, "events": events}
+
+    r = asyncio.run(run())
+    assert rms(r["held"]) == 0.0
+    assert np.array_equal(r["resumed"], tone(0.2)[int(0.04 * TRACK_RATE) :][:FRAME_SAMPLES])
+    # Events wait for the data channel, in order (track_sent reports among them).
+    assert [e for e in r["events"] if e != "track_sent"] == ["voice_paused", "voice_resumed"]

@@ -307,7 +307,7 @@ function iceGathered(pc) {
 async function connectWebRTC() {
   const pc = new RTCPeerConnection();
   const channel = pc.createDataChannel("events");
-  const conn = { pc, channel, meter: null, jitter: null, opened: false, lost: false };
+  const conn = { pc, channel, meter: null, jitter: null, jitterTotals: null, opened: false, lost: false };
   rtc = conn;
   pc.addTransceiver(audio.stream.getAudioTracks()[0], { direction: "sendrecv" });
   pc.ontrack = (event) => playVoice(conn, event.streams[0] || new MediaStream([event.track]));
@@ -377,11 +377,11 @@ function playVoice(conn, stream) {
       onVoiceSounding(now);
       setState("speaking");
     } else if (fv.state === "speaking") setState("listening");
-  });
-  conn.jitter = setInterval(() => measureJitter(conn.pc), 1000);
+  }, () => ui.voice.muted);
+  conn.jitter = setInterval(() => measureJitter(conn), 1000);
 }
 
-function voiceMeter(source, onLevel = null) {
+function voiceMeter(source, onLevel = null, muted = () => false) {
   // Reads the level of what the page plays every METER_MS: when the voice sounds and when
   // it goes quiet (fv.soundAt, fv.quietAt, fv.audibleMs), the same for both transports.
   const analyser = audio.ctx.createAnalyser();
@@ -396,7 +396,7 @@ function voiceMeter(source, onLevel = null) {
     analyser.getFloatTimeDomainData(data);
     let sum = 0;
     for (const v of data) sum += v * v;
-    const audible = Math.sqrt(sum / data.length) > AUDIBLE_RMS;
+    const audible = Math.sqrt(sum / data.length) > AUDIBLE_RMS && !muted();
     if (audible) {
       fv.audibleMs += now - last;
       if (!sounding) fv.soundAt.push(now);
@@ -410,24 +410,32 @@ function voiceMeter(source, onLevel = null) {
   }, METER_MS);
 }
 
-async function measureJitter(pc) {
-  // Chrome's jitter buffer holds the voice this long on average: an interrupt or a pause
-  // reaches the ear that much later than the server's track goes silent.
-  for (const report of (await pc.getStats()).values()) {
-    if (report.type === "inbound-rtp" && report.kind === "audio" && report.jitterBufferEmittedCount) {
-      fv.jitterBufferMs = (1000 * report.jitterBufferDelay) / report.jitterBufferEmittedCount;
-    }
+async function measureJitter(conn) {
+  // How long Chrome's jitter buffer holds the voice, over the last second: what the server
+  // sent is heard that much later.
+  for (const report of (await conn.pc.getStats()).values()) {
+    if (report.type !== "inbound-rtp" || report.kind !== "audio") continue;
+    const [delay, emitted] = [report.jitterBufferDelay, report.jitterBufferEmittedCount];
+    const last = conn.jitterTotals || [0, 0];
+    if (emitted > last[1]) fv.jitterBufferMs = (1000 * (delay - last[0])) / (emitted - last[1]);
+    conn.jitterTotals = [delay, emitted];
   }
 }
 
 function onTrackSent({ turn, ms }) {
   // The server reports what of each turn it sent over the track; the page plays it a
-  // jitter buffer later. The turn's audio began to leave the server ms ago.
+  // jitter buffer later, and then reports it played unless the voice was muted meanwhile
+  // (a pause: the server replays what was not heard). The turn's audio began to leave the
+  // server ms ago.
   const now = performance.now();
   if (turn < flushedBefore) fv.staleAudioMessages++;
   if (!(turn in fv.firstAudioAt)) fv.firstAudioAt[turn] = now - ms;
   fv.playedMs[turn] = ms;
   fv.lastPlayedAt[turn] = now;
+  const conn = rtc;
+  setTimeout(() => {
+    if (rtc === conn && !ui.voice.muted && turn >= flushedBefore) send({ type: "played", turn, ms });
+  }, fv.jitterBufferMs || 0);
 }
 
 function onVoiceSounding(now) {
@@ -447,6 +455,7 @@ function closeWebRTC() {
   rtc.pc.close();
   rtc = null;
   ui.voice.srcObject = null;
+  ui.voice.muted = false;
 }
 
 async function start() {
@@ -537,10 +546,12 @@ function onEvent(event) {
     case "voice_paused":
       fv.voicePausedAt.push(performance.now());
       if (audio) audio.playback.port.postMessage({ type: "hold" });
+      ui.voice.muted = true; // WebRTC: the server replays what the jitter buffer held
       break;
     case "voice_resumed":
       fv.voiceResumedAt.push(performance.now());
       if (audio) audio.playback.port.postMessage({ type: "release" });
+      ui.voice.muted = false;
       break;
     case "metrics":
       fv.metrics.push(event);
