@@ -6,12 +6,14 @@ Signalling is one request: ``POST /webrtc/offer`` with ``{"sdp": ..., "type": "o
 every server candidate in it. The offer must carry an audio track (the microphone) and a
 data channel; events on the channel are those of ``/ws`` (:mod:`flowvoice.transport`), both
 ways, plus ``track_sent`` (``{"turn": 3, "ms": 1240}``: assistant audio of that turn sent
-over the track so far), since the browser's ``<audio>`` cannot tell turns apart. The server
-counts that as played (the browser's jitter buffer, some 50 ms, is all it may not have heard).
+over the track so far), since the browser's ``<audio>`` cannot tell turns apart; the page
+reports ``played`` a jitter buffer later.
 
 Assistant audio goes out as a track paced to the wall clock in 20 ms frames behind a short
-queue, which an interrupt empties at once and a ``voice_paused`` holds. A peer whose audio
-stops for ``peer_timeout_s`` is gone; its session ends and the connection is closed.
+queue, which an interrupt empties at once. A ``voice_paused`` holds it (the page mutes what
+its jitter buffer still holds) and ``voice_resumed`` first sends again what the page had not
+played. A peer whose audio stops for ``peer_timeout_s`` is gone; its session ends and the
+connection is closed.
 
 ICE uses host candidates and no STUN unless ``FLOWVOICE_ICE_SERVERS`` lists servers (JSON,
 the browser's ``RTCIceServer`` shape). An offer that reached the server on a loopback address

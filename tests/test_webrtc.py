@@ -114,7 +114,7 @@ def test_audio_both_ways_and_events_over_loopback() -> None:
     codes = [e["code"] for e in peer.events if e["type"] == "error"]
     assert codes[:2] == ["bad_json", "bad_message"]
     assert any(e["type"] == "track_sent" for e in peer.events)
-    assert played > 0.5  # the server counts what left over the track as played
+    assert played > 0.5  # estimated from what left over the track (this peer reports none)
     assert server.voice.metrics.sessions_total == 1 and server.voice.metrics.sessions_active == 0
     assert tasks_after <= tasks_before
 
