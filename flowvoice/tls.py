@@ -272,13 +272,12 @@ def from_arguments(args: argparse.Namespace) -> TLSFiles | None:
 
 
 def trust_hint(files: TLSFiles) -> str:
-    """How to trust a self-signed certificate, naming its file and fingerprint."""
+    """What a user of a self-signed certificate needs: its file, names and fingerprint."""
     names = ", ".join(certificate_names(files.cert))
     return (
         f"self-signed certificate {files.cert} for {names}\n"
         f"  SHA-256 fingerprint {files.fingerprint()}\n"
-        "  browsers warn once per device: check the fingerprint and proceed, or install the "
-        "certificate file as trusted on the device (Android: Settings > Security > Install a "
-        "certificate > CA certificate; iOS: open it, install the profile, then enable it in "
-        "Settings > General > About > Certificate Trust Settings)"
+        "  browsers warn once per device: check that they show this fingerprint, then proceed "
+        "(for no warning, use a certificate from a local CA such as mkcert with --tls-cert and "
+        "--tls-key)"
     )
