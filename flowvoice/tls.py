@@ -121,10 +121,16 @@ def self_signed_files(directory: Path, names: list[str]) -> TLSFiles:
     files = TLSFiles(directory / "cert.pem", directory / "key.pem")
     if files.cert.is_file() and files.key.is_file() and _still_good(files.cert, names):
         return files
-    directory.mkdir(parents=True, exist_ok=True)
     cert_pem, key_pem = make_self_signed(names)
-    _write_private(files.key, key_pem)
-    files.cert.write_bytes(cert_pem)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_private(files.key, key_pem)
+        files.cert.write_bytes(cert_pem)
+    except OSError as exc:
+        raise TLSError(
+            f"cannot keep the self-signed certificate in {directory}: {exc.strerror or exc} "
+            "(set XDG_CACHE_HOME to a writable folder, or give --tls-cert and --tls-key)"
+        ) from None
     return files
 
 

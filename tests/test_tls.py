@@ -64,6 +64,10 @@ def test_bad_certificate_input_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(tls.TLSError, match="neither an IP address nor a host name"):
         tls.make_self_signed(["localhost", "bad name\u00ff!"])
     assert tls.tls_files() is None, "plain HTTP when nothing is asked"
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the certificate's folder should be
+    with pytest.raises(tls.TLSError, match="cannot keep the self-signed certificate"):
+        tls.tls_files(self_signed=True, directory=blocked / "tls")
 
 
 def test_run_refuses_a_certificate_without_its_key(tmp_path: Path) -> None:
