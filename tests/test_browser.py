@@ -73,12 +73,12 @@ def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
 @pytest.fixture
 def browser_for(tmp_path: Path) -> Iterator:
     """``browser_for(wav)``: a chromium whose microphone plays ``wav`` (looping unless the
-    path ends with ``%noloop``)."""
+    path ends with ``%noloop``); ``extra_args`` go on its command line."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         launched = []
 
-        def launch(wav: Path | str, allow_mic: bool = True):
+        def launch(wav: Path | str, allow_mic: bool = True, extra_args: tuple[str, ...] = ()):
             args = [
                 "--headless",
                 "--no-sandbox",
@@ -91,6 +91,7 @@ def browser_for(tmp_path: Path) -> Iterator:
                 "--autoplay-policy=no-user-gesture-required",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={wav}",
+                *extra_args,
             ]
             if allow_mic:  # else the permission prompt is dismissed: access denied
                 args.append("--use-fake-ui-for-media-stream")
