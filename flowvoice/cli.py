@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flowvoice import __version__
+from flowvoice import __version__, tls
 from flowvoice.graph.shipped import shipped_graphs
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -23,6 +23,7 @@ examples:
   flowvoice chat default --input q.wav --output reply.wav
   flowvoice run default --set llm.params.temperature=0.2
   flowvoice run graphs/default.yaml                      a path works too (here: in the repository)
+  flowvoice run default --host 0.0.0.0 --tls-self-signed  HTTPS for phones and laptops on the LAN
   flowvoice viz default -o graph.svg                     (.svg/.png need Graphviz's dot)
   flowvoice validate default light my_graph.yaml
   flowvoice nodes stt.whisper                            ports and params of one node type
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FLOWVOICE_TOKEN"),
         help="require ?token=... on the WebSocket and the WebRTC offer (default: $FLOWVOICE_TOKEN)",
     )
+    tls.add_arguments(run)
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
     _add_graph_args(chat)
@@ -276,7 +278,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from flowvoice.server import serve
 
         try:
-            serve(graph, host, port, token=args.token)
+            tls_files = tls.from_arguments(args)
+        except tls.TLSError as exc:
+            raise CliError(str(exc)) from None
+        if tls_files and args.tls_self_signed and not args.tls_cert:
+            print(f"flowvoice: {tls.trust_hint(tls_files)}", file=sys.stderr)
+        try:
+            serve(graph, host, port, token=args.token, tls=tls_files)
         except OSError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
         except ValueError as exc:  # a bad server setting in the environment

@@ -36,17 +36,15 @@ pytestmark = [
 ]
 
 
-SPOKEN_TAIL_S = 3.0
-
-
-def wav_seconds(path: Path) -> float:
+def speech_end_s(path: Path) -> float:
+    """Where the speech in the WAV ends: its last sample above 1 % of full scale."""
     samples, rate = read_wav(path)
-    return len(samples) / rate
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 327)
+    return (loud[-1] + 1) / rate if len(loud) else 0.0
 
 
 def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
-    """``text`` spoken by espeak-ng at ``rate``, with 1 s of silence before and
-    ``SPOKEN_TAIL_S`` after."""
+    """``text`` spoken by espeak-ng at ``rate``, with 1 s of silence before and 3 s after."""
     raw = path.with_suffix(".raw.wav")
     subprocess.run(
         ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, timeout=30
@@ -64,7 +62,7 @@ def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
             str(path),
             "pad",
             "1",
-            str(SPOKEN_TAIL_S),
+            "3",
         ],
         check=True,
         timeout=30,
@@ -75,7 +73,8 @@ def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
 @pytest.fixture
 def browser_for(tmp_path: Path) -> Iterator:
     """``browser_for(wav)``: a chromium whose microphone plays ``wav`` (looping unless the
-    path ends with ``%noloop``); ``executable`` may be a wrapper (another namespace)."""
+    path ends with ``%noloop``); ``extra_args`` go on its command line, ``executable`` may
+    be a wrapper (another namespace)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         launched = []
@@ -209,7 +208,7 @@ def test_spoken_conversation_in_the_browser(browser_for, tmp_path: Path) -> None
         m["latency_ms"]["first_audio_sent"] for m in seen["metrics"] if m["turn"] == int(turn)
     )
     # What the user hears: from the end of the file's speech to the page playing the reply.
-    speech_end = seen["micStartedAt"] + 1000 * (wav_seconds(wav) - SPOKEN_TAIL_S)
+    speech_end = seen["micStartedAt"] + 1000 * speech_end_s(wav)
     print(
         f"voice-to-voice: first audio sent {sent:.0f} ms, heard (page) {seen['heardMs'][turn]:.0f}"
         f" ms, from the microphone's speech end {seen['playStartedAt'][turn] - speech_end:.0f} ms"
