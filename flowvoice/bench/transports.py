@@ -142,7 +142,11 @@ def measure(graph: str, repeats: int) -> dict[str, dict[str, list[float]]]:
             browser = launch(p, proc, folder, f"{wav}%noloop")
             for _ in range(repeats):
                 for transport in TRANSPORTS:
-                    seen = run_page(browser, transport, proc.pid, until_second, 150)
+                    try:
+                        seen = run_page(browser, transport, proc.pid, until_second, 150)
+                    except RuntimeError as exc:
+                        tail = (folder / "server.log").read_text(errors="replace")[-4000:]
+                        raise RuntimeError(f"{exc}\nserver log:\n{tail}") from None
                     if seen["transport"] != transport:
                         raise RuntimeError(f"the page fell back: {seen['fallback']}")
                     timings = conversation_timings(seen, bounds)
