@@ -46,7 +46,7 @@ TRANSPORTS = ("websocket", "webrtc")
 STORY = "Tell me a story about a dragon."
 SECOND = "What is the capital of Germany?"
 GAP_S = 9.0  # the story's reply is still playing 9 s after the question (tests/test_browser)
-SLOW_VOICE = ["--set", "tts.params.length_scale=2.2"]
+SLOW_VOICE = ["--set", "tts.params.length_scale=3.5"]  # the story outlasts the gap
 ECHO_S = 15.0
 MIC_RATE = 48000
 SPEECH_LEVEL = 500  # |sample| above this is speech, for the questions' bounds
