@@ -109,9 +109,10 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     print(f"pause -> quiet: {[t - seen['voicePausedAt'][0] for t in seen['quietAt']]} ms")
     assert seen["transport"] == "webrtc" and seen["fallback"] is None
     assert seen["iceRoute"]["local"] == seen["iceRoute"]["remote"] == "127.0.0.1"
-    # The story was asked and answered over the track: the page heard it.
+    # The story was asked and answered over the track: the page heard it (how much of it
+    # before the barge-in depends on the machine's load).
     assert wer(STORY, seen["userTurns"][0]) <= 0.35
-    assert seen["audibleMs"] > 2000
+    assert seen["audibleMs"] > 1000
     # The second question barged in. The server held the voice at the speech onset (the
     # track sends silence) and the page muted what its jitter buffer still held, so it went
     # quiet at once, as the WebSocket page does; the interrupt then dropped the story for
@@ -132,4 +133,6 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     assert wer(SECOND, seen["userTurns"][-1]) <= 0.35, seen["userTurns"]
     assert any("germany" in q.lower() for q in questions)
     assert cut_replies == 1 and replies[-1].strip() and seen["assistantTexts"][-1].strip()
+    # ... and its reply sounded in the page after the barge-in.
+    assert any(t > seen["voiceResumedAt"][-1] for t in seen["soundAt"])
     assert seen["errors"] == [] and page.problems == []
