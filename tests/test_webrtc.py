@@ -167,6 +167,7 @@ def test_token_and_peer_cap() -> None:
             no_token = await connect(server.url)
             first = await connect(server.url, query="?token=s3cret")
             assert isinstance(first, Peer), first.text
+            await wait_for(lambda: first.heard, 20, "the first peer's connection")
             second = await connect(server.url, query="?token=s3cret")
             await first.close()
             return no_token.status_code, second.status_code, "holds 1 peer" in second.text

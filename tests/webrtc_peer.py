@@ -65,8 +65,9 @@ class Peer:
 
     async def close(self) -> None:
         await self.pc.close()
-        if self.reader is not None:
-            await asyncio.wait_for(self.reader, 5)
+        if self.reader is not None:  # (it may wait on a track that never started)
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
 
 
 async def post_offer(
