@@ -1,7 +1,8 @@
 """The browser conversation server: Starlette app, one session per WebSocket connection.
 
 Routes: the static client at ``/`` (``flowvoice/web``), the WebSocket at ``/ws`` (wire
-protocol in :mod:`flowvoice.transport`), ``/health`` and ``/metrics`` (Prometheus text).
+protocol in :mod:`flowvoice.transport`), the OpenAI Realtime API at ``/v1/realtime``
+(:mod:`flowvoice.realtime_api`), ``/health`` and ``/metrics`` (Prometheus text).
 Models are shared by every session through the process-wide resource cache.
 """
 
@@ -29,6 +30,7 @@ from starlette.websockets import WebSocket
 from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
+from flowvoice.realtime_api.transport import RealtimeTransport, realtime_subprotocol, realtime_token
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
 
@@ -100,13 +102,15 @@ class VoiceServer:
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
-    def refusal(self, websocket: WebSocket) -> str | None:
-        """Why this connection must be refused, or None."""
+    def refusal(self, websocket: WebSocket, given: str | None = None) -> str | None:
+        """Why this connection must be refused, or None (``given``: the client's token, by
+        default ``?token=``)."""
         origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
         if not origin_allowed(origin, host, self.allowed_origins):
             return f"origin {origin!r} not allowed"
         if self.token is not None:
-            given = websocket.query_params.get("token", "")
+            if given is None:
+                given = websocket.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return "missing or wrong token"
         return None
@@ -119,8 +123,24 @@ class VoiceServer:
             return
         await websocket.accept()
         transport = WebSocketTransport(websocket, self.limits)
-        session = Session(self.graph, services=[transport])
+        await self._serve(websocket, transport, Session(self.graph, services=[transport]))
 
+    async def realtime(self, websocket: WebSocket) -> None:
+        """The OpenAI Realtime API; the token may come as a Bearer header or subprotocol."""
+        reason = self.refusal(websocket, realtime_token(websocket))
+        if reason:
+            log.warning("refused Realtime WebSocket from %s: %s", websocket.client, reason)
+            await websocket.close(code=1008)
+            return
+        await websocket.accept(subprotocol=realtime_subprotocol(websocket))
+        transport = RealtimeTransport(websocket)
+        session = Session(self.graph, services=[transport])
+        transport.attach(session, websocket.query_params.get("model") or "flowvoice")
+        await self._serve(websocket, transport, session)
+
+    async def _serve(
+        self, websocket: WebSocket, transport: WebSocketTransport, session: Session
+    ) -> None:
         def forward(event: dict) -> None:
             self.metrics.observe_event(event)
             transport.send_event(event)
@@ -197,6 +217,7 @@ def create_app(
             Route("/health", server.health),
             Route("/metrics", server.prometheus),
             WebSocketRoute("/ws", server.websocket),
+            WebSocketRoute("/v1/realtime", server.realtime),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
         ]
     )

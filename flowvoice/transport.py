@@ -196,8 +196,14 @@ class WebSocketTransport:
         while self._queued_audio >= self.limits.outbox_audio_messages:
             self._room = anyio.Event()
             await self._room.wait()
-        self._queued_audio += 1
-        self._push(turn, encode_audio(turn, sample_rate, samples))
+        message = self.audio_message(turn, sample_rate, samples)
+        if message is not None:
+            self._queued_audio += 1
+            self._push(turn, message)
+
+    def audio_message(self, turn: int, sample_rate: int, samples: np.ndarray) -> bytes | str | None:
+        """The message carrying a chunk of assistant audio (None: nothing to send)."""
+        return encode_audio(turn, sample_rate, samples)
 
     def send_event(self, event: dict[str, Any]) -> None:
         """Queue a JSON event."""
@@ -234,7 +240,11 @@ class WebSocketTransport:
             message = str(exc)
             if count == self.limits.error_events:
                 message += " (further protocol errors are not reported)"
-            self.send_event({"type": "error", "code": exc.code, "message": message})
+            self._push(None, json.dumps(self.error_event(exc, message)))
+
+    def error_event(self, exc: ProtocolError, message: str) -> dict[str, Any]:
+        """The ``error`` event answering a malformed client message."""
+        return {"type": "error", "code": exc.code, "message": message}
 
     async def _handle(self, message: dict[str, Any]) -> None:
         data, text = message.get("bytes"), message.get("text")
