@@ -33,7 +33,7 @@ class TurnControl:
         self.commit_requested = False
         self.clear_requested = False
         self._texts: list[str] = []
-        self._replies: deque[UserTurn] = deque()
+        self._replies: deque[int] = deque()  # turns to answer
         self._listeners: list[Callable[[], None]] = []
 
     def on_request(self, listener: Callable[[], None]) -> None:
@@ -68,11 +68,14 @@ class TurnControl:
             self._texts.append(text.strip())
 
     def request_reply(self, turn: int) -> None:
-        """Answer, as ``turn``, the user text waiting (empty when none is)."""
-        text, self._texts = " ".join(self._texts), []
-        self._replies.append(UserTurn(turn=turn, text=text))
+        """Answer, as ``turn``, the user text waiting then (after a requested commit)."""
+        self._replies.append(turn)
         self._notify()
 
     def take_reply(self) -> UserTurn | None:
-        """The oldest requested reply not yet started (the turn node emits it)."""
-        return self._replies.popleft() if self._replies else None
+        """The oldest requested reply, with the user text waiting (empty when none is); the
+        turn node emits it once no commit is pending."""
+        if not self._replies:
+            return None
+        text, self._texts = " ".join(self._texts), []
+        return UserTurn(turn=self._replies.popleft(), text=text)

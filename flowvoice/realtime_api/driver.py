@@ -172,10 +172,11 @@ class RealtimeDriver:
     def _user_turn(self, event: dict[str, Any]) -> None:
         text = event["text"]
         spoken = self._input or _Input(ev.new_id("item"), self._held_start_ms or 0)
+        end_ms = spoken.end_ms if spoken.end_ms is not None else spoken.start_ms
+        seconds = (end_ms - spoken.start_ms if spoken.announced else self._appended_ms) / 1000
         self._input, self._held_start_ms = None, None
         self._appended_ms = 0.0
         item_id, previous = spoken.item_id, self._last_item
-        end_ms = spoken.end_ms if spoken.end_ms is not None else spoken.start_ms
         if spoken.announced:
             self._push(
                 ev.event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
@@ -194,14 +195,13 @@ class RealtimeDriver:
         self._remember(item)
         self._push(ev.event("conversation.item.done", item=item, previous_item_id=previous))
         if self._transcribing:
-            seconds = max(0, end_ms - spoken.start_ms) / 1000
             self._push(
                 ev.event(
                     "conversation.item.input_audio_transcription.completed",
                     item_id=item_id,
                     content_index=0,
                     transcript=text,
-                    usage={"type": "duration", "seconds": seconds},
+                    usage={"type": "duration", "seconds": max(0.0, seconds)},
                 )
             )
         if self.conversation.control.auto_reply and text.strip():

@@ -1,0 +1,268 @@
+"""The OpenAI Realtime API at /v1/realtime: the real ``openai`` SDK against a real
+``flowvoice run graphs/default.yaml`` on 127.0.0.1, every server event validated strictly
+against ``openai.types.realtime`` (see realtime_client.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from realtime_client import RATE, Events, realtime_session, silence, stream_audio
+from speech_audio import speak, wer
+
+from flowvoice.testing.server_process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("realtime") / "flowvoice.log"
+    process = ServerProcess(ROOT / "graphs" / "default.yaml", log, env={"NO_PROXY": "127.0.0.1"})
+    try:
+        process.wait_healthy(300)
+        yield process
+    finally:
+        process.stop()
+    output = process.output()
+    assert "Traceback" not in output, output[-3000:]
+
+
+def spoken(text: str, lead_s: float = 0.3, tail_s: float = 2.5) -> np.ndarray:
+    return np.concatenate([silence(lead_s), speak(text, RATE), silence(tail_s)])
+
+
+def run(coro) -> None:
+    asyncio.run(asyncio.wait_for(coro, 240))
+
+
+def words(text: str) -> list[str]:
+    return text.lower().replace(".", " ").replace(",", " ").split()
+
+
+def check_completed(events: Events, done: dict) -> str:
+    """A completed response's audio and transcript; returns the transcript."""
+    response = done["response"]
+    assert response["status"] == "completed", response
+    assert response["usage"]["total_tokens"] == 0  # always present
+    (item,) = response["output"]
+    transcript = item["content"][0]["transcript"]
+    assert transcript.strip()
+    audio = events.audio(response["id"])
+    assert len(audio) > 0.4 * RATE  # a spoken sentence at 24 kHz
+    assert np.abs(audio.astype(np.int32)).max() > 1000
+    (said,) = [
+        e
+        for e in events.of("response.output_audio_transcript.done")
+        if e["response_id"] == response["id"]
+    ]
+    assert said["transcript"] == transcript
+    return transcript
+
+
+def test_spoken_question_gets_a_transcription_and_a_spoken_reply(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            created = events.of("session.created")[0]["session"]
+            assert created["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+            await stream_audio(connection, spoken(QUESTION))
+            done = await events.wait_for("response.done", timeout=90)
+            transcript = check_completed(events, done)
+            completed = events.of("conversation.item.input_audio_transcription.completed")
+            assert len(completed) == 1 and wer(QUESTION, completed[0]["transcript"]) <= 0.35
+            started = events.wait_for("input_audio_buffer.speech_started")
+            item_id = (await started)["item_id"]
+            assert completed[0]["item_id"] == item_id
+            assert (await events.wait_for("input_audio_buffer.committed"))["item_id"] == item_id
+            order = events.types()
+            assert (
+                order.index("input_audio_buffer.speech_started")
+                < order.index("input_audio_buffer.speech_stopped")
+                < order.index("input_audio_buffer.committed")
+                < order.index("response.created")
+            )
+            assert order.index("response.output_audio.delta") < order.index("response.done")
+            assert "paris" in words(transcript)
+
+    run(main())
+
+
+def test_typed_message_and_response_create(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            await connection.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "What is the capital of Germany?"}],
+                }
+            )
+            added = await events.wait_for("conversation.item.done")
+            assert added["item"]["content"][0]["text"] == "What is the capital of Germany?"
+            await asyncio.sleep(1.0)
+            assert events.of("response.created") == []  # a typed message waits for the ask
+            await connection.response.create()
+            done = await events.wait_for("response.done", timeout=90)
+            assert "berlin" in words(check_completed(events, done))
+            assert events.of("input_audio_buffer.speech_started") == []
+
+    run(main())
+
+
+def test_push_to_talk(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            await connection.session.update(
+                session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+            )
+            updated = await events.wait_for("session.updated")
+            assert updated["session"]["audio"]["input"]["turn_detection"] is None
+            await stream_audio(connection, spoken(QUESTION, tail_s=0.3))
+            await asyncio.sleep(2.0)  # no turn detection: nothing happens by itself
+            assert events.of("input_audio_buffer.committed") == []
+            assert events.of("input_audio_buffer.speech_started") == []
+            await connection.input_audio_buffer.commit()
+            await connection.response.create()
+            committed = await events.wait_for("input_audio_buffer.committed", timeout=60)
+            completed = await events.wait_for(
+                "conversation.item.input_audio_transcription.completed"
+            )
+            assert completed["item_id"] == committed["item_id"]
+            assert wer(QUESTION, completed["transcript"]) <= 0.35
+            done = await events.wait_for("response.done", timeout=90)
+            assert "paris" in words(check_completed(events, done))
+
+    run(main())
+
+
+def error_codes(events: Events) -> list[str]:
+    return [e["error"]["code"] for e in events.of("error")]
+
+
+def test_bad_input_gets_error_events_and_the_session_goes_on(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            sent = [
+                ("{not json", "invalid_json"),
+                (json.dumps({"type": "no.such.event"}), "unknown_event_type"),
+                (json.dumps([1, 2]), "invalid_event"),
+                (
+                    json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}),
+                    "invalid_value",
+                ),
+                (
+                    json.dumps({"type": "input_audio_buffer.append", "audio": "AA=="}),
+                    "invalid_value",
+                ),
+                (json.dumps({"type": "input_audio_buffer.append"}), "missing_required_parameter"),
+                (
+                    json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 600_000}),
+                    "message_too_large",
+                ),
+                (json.dumps({"type": "response.cancel"}), "response_cancel_not_active"),
+                (
+                    json.dumps({"type": "input_audio_buffer.commit"}),
+                    "input_audio_buffer_commit_empty",
+                ),
+                (
+                    json.dumps(
+                        {
+                            "type": "conversation.item.truncate",
+                            "item_id": "nope",
+                            "content_index": 0,
+                            "audio_end_ms": 10,
+                        }
+                    ),
+                    "item_not_found",
+                ),
+                (
+                    json.dumps({"type": "session.update", "session": {"type": "transcription"}}),
+                    "unsupported",
+                ),
+                (
+                    json.dumps(
+                        {
+                            "type": "session.update",
+                            "session": {
+                                "audio": {
+                                    "input": {
+                                        "turn_detection": {
+                                            "type": "server_vad",
+                                            "silence_duration_ms": -5,
+                                        }
+                                    }
+                                }
+                            },
+                        }
+                    ),
+                    "invalid_value",
+                ),
+            ]
+            socket = connection._connection  # the websocket itself: malformed messages
+            for text, _ in sent:
+                await socket.send(text)
+            await socket.send(b"\x00\x01")
+            await connection.session.update(session={"type": "realtime", "instructions": "Hi."})
+            updated = await events.wait_for("session.updated")
+            assert updated["session"]["instructions"] == "Hi."
+            assert error_codes(events) == [code for _, code in sent] + ["invalid_event"]
+            for error in events.of("error"):
+                assert "Traceback" not in error["error"]["message"]
+            # a response.create while one is in progress
+            await connection.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Hello."}],
+                }
+            )
+            await connection.response.create()
+            await events.wait_for("response.created")
+            await connection.response.create()
+            await events.wait_for(
+                "error",
+                lambda e: e["error"]["code"] == "conversation_already_has_active_response",
+            )
+            await connection.response.cancel()
+            done = await events.wait_for("response.done", timeout=60)
+            assert done["response"]["status"] == "cancelled"
+            assert done["response"]["status_details"]["reason"] == "client_cancelled"
+
+    run(main())
+
+
+def test_audio_is_24khz_base64_pcm16(server: ServerProcess) -> None:
+    """The reply's audio decodes to 16-bit samples at 24 kHz: its length matches the time the
+    server took to send it, paced in real time."""
+
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            await connection.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "What color is the sky?"}],
+                }
+            )
+            await connection.response.create()
+            done = await events.wait_for("response.done", timeout=90)
+            rid = done["response"]["id"]
+            deltas = [
+                (t, e)
+                for t, e in zip(events.times, events.received, strict=True)
+                if e["type"] == "response.output_audio.delta" and e["response_id"] == rid
+            ]
+            audio_s = len(events.audio(rid)) / RATE
+            spread_s = deltas[-1][0] - deltas[0][0]
+            assert audio_s > 0.5
+            assert audio_s - 0.6 < spread_s < audio_s + 1.0  # real time plus a 250 ms lead
+            for _, delta in deltas:
+                assert len(base64.b64decode(delta["delta"])) % 2 == 0
+
+    run(main())
