@@ -266,3 +266,103 @@ def test_audio_is_24khz_base64_pcm16(server: ServerProcess) -> None:
                 assert len(base64.b64decode(delta["delta"])) % 2 == 0
 
     run(main())
+
+
+STORY = "Tell me a story about a dragon."
+INTERRUPTION = "Wait, what is the capital of Germany?"
+
+
+def test_barge_in_cancels_the_reply_and_truncate_cuts_it_to_what_was_played(
+    server: ServerProcess,
+) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            await connection.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": STORY}],
+                }
+            )
+            await connection.response.create()
+            first = await events.wait_for("response.output_audio.delta", timeout=90)
+            story_id = first["response_id"]
+            await stream_audio(connection, spoken(INTERRUPTION, lead_s=0.1))
+            cancelled = await events.wait_for(
+                "response.done", lambda e: e["response"]["id"] == story_id, timeout=60
+            )
+            response = cancelled["response"]
+            assert response["status"] == "cancelled", response
+            assert response["status_details"]["reason"] == "turn_detected"
+            # Speech is announced only once it is a barge-in: after the reply was cancelled.
+            types = events.types()
+            assert types.index("input_audio_buffer.speech_started") > events.received.index(
+                cancelled
+            )
+            (item,) = response["output"]
+            assert item["status"] == "incomplete"
+            full = item["content"][0]["transcript"]
+            played_ms = 600
+            await connection.conversation.item.truncate(
+                item_id=item["id"], content_index=0, audio_end_ms=played_ms
+            )
+            truncated = await events.wait_for("conversation.item.truncated")
+            assert truncated["audio_end_ms"] == played_ms
+            await connection.conversation.item.retrieve(item_id=item["id"])
+            retrieved = await events.wait_for("conversation.item.retrieved")
+            heard = retrieved["item"]["content"][0]["transcript"]
+            assert len(heard.split()) < len(full.split())
+            assert full.split()[: len(heard.split())] == heard.split()
+            # The interruption is the next user turn, and it is answered.
+            completed = await events.wait_for(
+                "conversation.item.input_audio_transcription.completed", timeout=60
+            )
+            assert wer(INTERRUPTION, completed["transcript"]) <= 0.35
+            answer = await events.wait_for(
+                "response.done", lambda e: e["response"]["id"] != story_id, timeout=90
+            )
+            assert "berlin" in words(check_completed(events, answer))
+
+    run(main())
+
+
+def test_agents_sdk_realtime_runner_holds_a_spoken_turn(server: ServerProcess) -> None:
+    agents = pytest.importorskip("agents.realtime")
+
+    async def main() -> None:
+        agent = agents.RealtimeAgent(name="Assistant", instructions="Answer in one sentence.")
+        runner = agents.RealtimeRunner(agent)
+        url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=flowvoice"
+        session = await runner.run(model_config={"url": url, "api_key": "not-needed"})
+        seen: list = []
+        said: list[str] = []
+        async with session:
+            audio = spoken(QUESTION)
+            step = RATE // 50
+            for offset in range(0, len(audio), step):
+                await session.send_audio(audio[offset : offset + step].astype("<i2").tobytes())
+                await asyncio.sleep(0.02)
+            async with asyncio.timeout(90):
+                async for event in session:
+                    seen.append(event)
+                    if event.type == "history_updated":
+                        said = assistant_transcripts(event.history)
+                    if said and "audio_end" in [e.type for e in seen]:
+                        break
+        kinds = [event.type for event in seen]
+        assert "error" not in kinds, [e for e in seen if e.type == "error"]
+        assert kinds.count("audio") > 5
+        assert "paris" in words(said[-1])
+
+    run(main())
+
+
+def assistant_transcripts(history: list) -> list[str]:
+    """The transcripts of the assistant's items in an Agents SDK history."""
+    return [
+        part.transcript
+        for item in history
+        if getattr(item, "role", None) == "assistant"
+        for part in item.content
+        if getattr(part, "transcript", None)
+    ]
