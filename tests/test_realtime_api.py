@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realtime_client import RATE, Events, realtime_session, silence, stream_audio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from realtime_client import RATE, SERVER_EVENT, Events, realtime_session, silence, stream_audio
 from speech_audio import speak, wer
+from websockets.sync.client import connect
 
+from flowvoice.realtime_api.client_events import CLIENT_EVENTS
 from flowvoice.testing.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,3 +370,92 @@ def assistant_transcripts(history: list) -> list[str]:
         for part in item.content
         if getattr(part, "transcript", None)
     ]
+
+
+# -- fuzzing ----------------------------------------------------------------------------------
+
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+turn_detection = st.none() | st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["server_vad", "semantic_vad", "vad"]),
+        "silence_duration_ms": json_scalars | st.integers(-10, 30000),
+        "eagerness": st.sampled_from(["low", "high", "auto", "max"]) | json_scalars,
+        "create_response": json_scalars,
+        "interrupt_response": json_scalars,
+        "threshold": json_scalars,
+    },
+)
+sessions = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["realtime", "transcription"]) | json_scalars,
+        "instructions": json_scalars,
+        "output_modalities": st.sampled_from([["audio"], ["text"], ["audio", "text"]])
+        | json_values,
+        "audio": st.fixed_dictionaries(
+            {},
+            optional={
+                "input": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "turn_detection": turn_detection,
+                        "format": json_values,
+                        "transcription": json_values,
+                    },
+                )
+                | json_values,
+                "output": json_values,
+            },
+        )
+        | json_values,
+    },
+)
+client_events = st.fixed_dictionaries(
+    {"type": st.sampled_from(sorted(CLIENT_EVENTS)) | st.text(max_size=20)},
+    optional={
+        "session": sessions,
+        "audio": st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()) | json_scalars,
+        "item": json_values,
+        "item_id": json_scalars,
+        "content_index": json_scalars | st.integers(-2, 3),
+        "audio_end_ms": json_scalars,
+        "response": json_values,
+        "response_id": json_scalars,
+        "event_id": json_scalars,
+    },
+).map(json.dumps)
+messages = client_events | st.text(max_size=60) | st.binary(max_size=40)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=st.lists(messages, min_size=1, max_size=4))
+def test_fuzzed_client_events_never_break_the_session(server: ServerProcess, batch: list) -> None:
+    """Whatever the client sends, every answer is a valid server event, no traceback leaks,
+    and the session still answers (a marked probe comes back in ``session.updated``)."""
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime"
+    with connect(url, proxy=None, open_timeout=30) as socket:
+        for message in batch:
+            socket.send(message)
+        probe = f"probe-{id(batch)}"
+        socket.send(json.dumps({"type": "session.update", "session": {"instructions": probe}}))
+        while True:
+            received = json.loads(socket.recv(timeout=30))
+            SERVER_EVENT.validate_python(received)
+            assert "Traceback" not in json.dumps(received)
+            if (
+                received["type"] == "session.updated"
+                and received["session"]["instructions"] == probe
+            ):
+                break
