@@ -28,6 +28,7 @@ examples:
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
+  flowvoice bench realtime --rounds 2                   voice-to-voice: /ws against /v1/realtime
 """
 
 
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns"],
+        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "realtime"],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NODE.params.KEY=VALUE",
         help="turns: override a value of the graph (repeatable)",
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=2, help="realtime: times each question is asked per protocol"
     )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
@@ -297,6 +301,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             defaults=not args.no_default_turns,
             overrides=args.overrides,
         )
+    if args.name == "realtime":
+        from flowvoice.bench.realtime import main as bench_realtime
+
+        _load(graph, [])  # a bad graph: a clear error, no traceback
+        return bench_realtime(graph, args.rounds, args.markdown)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 

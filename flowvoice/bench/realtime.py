@@ -1,0 +1,143 @@
+"""``flowvoice bench realtime``: voice-to-voice over ``/ws`` and ``/v1/realtime``, one server.
+
+One ``flowvoice run GRAPH`` on 127.0.0.1 serves both. For every question (espeak-ng speech at
+24 kHz, streamed in real time in 20 ms messages, then silence), a fresh connection of each
+protocol asks it, alternating so both see the same load: the browser protocol through a
+WebSocket client (``hello`` at 24 kHz, binary PCM), the Realtime API through the ``openai``
+SDK (``input_audio_buffer.append``). Each client times the end of the streamed speech to the
+first reply audio it receives (a binary message; the first ``response.output_audio.delta``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from flowvoice.bench.e2e import QUESTIONS, speak
+from flowvoice.nodes.audio import Resampler
+from flowvoice.testing.server_process import running_server
+
+RATE = 24000
+CHUNK = RATE // 50  # 20 ms
+#: Silence streamed after the question: time for the turn to commit and the reply to start.
+TAIL_S = 6.0
+REPLY_TIMEOUT_S = 60.0
+
+
+def question_audio(text: str) -> tuple[np.ndarray, int]:
+    """The question at 24 kHz with 0.3 s of silence before it and ``TAIL_S`` after it, and
+    the index of the sample where its speech ends."""
+    speech = Resampler(16000, RATE)(speak(text), last=True)
+    lead, tail = np.zeros(int(0.3 * RATE), np.int16), np.zeros(int(TAIL_S * RATE), np.int16)
+    return np.concatenate([lead, speech, tail]), len(lead) + len(speech)
+
+
+async def _stream(send, samples: np.ndarray, speech_end: int) -> float:
+    """Send ``samples`` in real time; returns when the end of the speech was sent."""
+    start, spoken_at = time.monotonic(), 0.0
+    for index, offset in enumerate(range(0, len(samples), CHUNK)):
+        await send(samples[offset : offset + CHUNK])
+        if offset < speech_end <= offset + CHUNK:
+            spoken_at = time.monotonic()
+        await asyncio.sleep(max(0.0, start + (index + 1) * 0.02 - time.monotonic()))
+    return spoken_at
+
+
+async def ws_voice_to_voice(port: int, samples: np.ndarray, speech_end: int) -> float:
+    """End of speech -> first reply audio over ``/ws``, in ms."""
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}/ws", proxy=None) as socket:
+        await socket.send(json.dumps({"type": "hello", "sample_rate": RATE}))
+
+        async def send(chunk: np.ndarray) -> None:
+            await socket.send(chunk.astype("<i2").tobytes())
+
+        async def first_audio() -> float:
+            while True:
+                if isinstance(await socket.recv(), bytes):
+                    return time.monotonic()
+
+        waiting = asyncio.create_task(first_audio())
+        spoken_at = await _stream(send, samples, speech_end)
+        return (await asyncio.wait_for(waiting, REPLY_TIMEOUT_S) - spoken_at) * 1000
+
+
+async def realtime_voice_to_voice(port: int, samples: np.ndarray, speech_end: int) -> float:
+    """End of speech -> first ``response.output_audio.delta`` over ``/v1/realtime``, in ms."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(
+        api_key="not-needed",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        websocket_base_url=f"ws://127.0.0.1:{port}/v1",
+    )
+    async with client.realtime.connect(
+        model="flowvoice", websocket_connection_options={"proxy": None}
+    ) as connection:
+
+        async def send(chunk: np.ndarray) -> None:
+            audio = base64.b64encode(chunk.astype("<i2").tobytes()).decode()
+            await connection.input_audio_buffer.append(audio=audio)
+
+        async def first_audio() -> float:
+            async for event in connection:
+                if event.type == "response.output_audio.delta":
+                    return time.monotonic()
+            raise RuntimeError("the connection closed before any reply audio")
+
+        waiting = asyncio.create_task(first_audio())
+        spoken_at = await _stream(send, samples, speech_end)
+        return (await asyncio.wait_for(waiting, REPLY_TIMEOUT_S) - spoken_at) * 1000
+
+
+async def measure(port: int, rounds: int) -> dict[str, list[float]]:
+    """Voice-to-voice ms per protocol, every question ``rounds`` times, protocols alternating."""
+    results: dict[str, list[float]] = {"/ws": [], "/v1/realtime": []}
+    clients = {"/ws": ws_voice_to_voice, "/v1/realtime": realtime_voice_to_voice}
+    audio = [question_audio(q) for q in QUESTIONS]
+    for round_index in range(rounds):
+        for index, (samples, speech_end) in enumerate(audio):
+            order = list(clients) if (round_index + index) % 2 == 0 else list(clients)[::-1]
+            for name in order:
+                ms = await clients[name](port, samples, speech_end)
+                results[name].append(ms)
+                print(f"  {name:<13} {QUESTIONS[index]!r}: {ms:.0f} ms", flush=True)
+    return results
+
+
+def main(graph_path: str = "graphs/default.yaml", rounds: int = 2, markdown: bool = False) -> int:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_server(graph_path, Path(tmp) / "server.log") as server,
+    ):
+        results = asyncio.run(measure(server.port, rounds))
+    p50 = {name: float(np.percentile(v, 50)) for name, v in results.items()}
+    machine = f"{platform.machine()}, Python {platform.python_version()}"
+    header = (
+        f"realtime benchmark: {graph_path}, {rounds} x {len(QUESTIONS)} questions per "
+        f"protocol, {machine}, {date.today()}"
+    )
+    added = p50["/v1/realtime"] - p50["/ws"]
+    if markdown:
+        print(f"{header}\n\n| voice-to-voice, client-measured | p50 ms | p90 ms | max ms | n |")
+        print("|---|---|---|---|---|")
+        for name, values in results.items():
+            p90 = float(np.percentile(values, 90))
+            print(f"| {name} | {p50[name]:.0f} | {p90:.0f} | {max(values):.0f} | {len(values)} |")
+        print(f"\nThe Realtime path adds {added:+.0f} ms at p50.")
+    else:
+        print(header)
+        for name, values in results.items():
+            p90 = float(np.percentile(values, 90))
+            print(f"  {name:<13} p50 {p50[name]:6.0f} ms   p90 {p90:6.0f} ms   ({len(values)})")
+        print(f"  the Realtime path adds {added:+.0f} ms at p50")
+    return 0
