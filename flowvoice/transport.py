@@ -114,16 +114,26 @@ def parse_audio(data: bytes, limits: Limits) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
-def parse_control(text: str, limits: Limits) -> dict[str, Any]:
-    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
-    if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
-        raise ProtocolError(TOO_LARGE, f"text message exceeds {limits.max_text_bytes} bytes")
+def load_typed_json(
+    text: str, max_bytes: int, codes: tuple[str, str, str] = (TOO_LARGE, BAD_JSON, BAD_MESSAGE)
+) -> dict[str, Any]:
+    """A client's JSON object with a string ``type``, or :class:`ProtocolError` with one of
+    ``codes``: (too large, not JSON, not such an object)."""
+    too_large, bad_json, bad_message = codes
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(too_large, f"text message exceeds {max_bytes} bytes")
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
+        raise ProtocolError(bad_json, f"invalid JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError(BAD_MESSAGE, 'expected a JSON object with a string "type"')
+        raise ProtocolError(bad_message, 'expected a JSON object with a string "type"')
+    return message
+
+
+def parse_control(text: str, limits: Limits) -> dict[str, Any]:
+    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
+    message = load_typed_json(text, limits.max_text_bytes)
     kind = message["type"]
     if kind == "hello":
         rate = message.get("sample_rate", DEFAULT_SAMPLE_RATE)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_strategies import json_scalars, json_values
 from realtime_client import RATE, SERVER_EVENT, Events, realtime_session, silence, stream_audio
 from speech_audio import speak, wer
 from websockets.sync.client import connect
@@ -40,6 +41,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def spoken(text: str, lead_s: float = 0.3, tail_s: float = 2.5) -> np.ndarray:
     return np.concatenate([silence(lead_s), speak(text, RATE), silence(tail_s)])
+
+
+async def say_typed(connection, text: str) -> None:
+    """Add a typed user message to the conversation."""
+    await connection.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
 
 
 def run(coro) -> None:
@@ -100,13 +108,7 @@ def test_spoken_question_gets_a_transcription_and_a_spoken_reply(server: ServerP
 def test_typed_message_and_response_create(server: ServerProcess) -> None:
     async def main() -> None:
         async with realtime_session(server.port) as (connection, events):
-            await connection.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "What is the capital of Germany?"}],
-                }
-            )
+            await say_typed(connection, "What is the capital of Germany?")
             added = await events.wait_for("conversation.item.done")
             assert added["item"]["content"][0]["text"] == "What is the capital of Germany?"
             await asyncio.sleep(1.0)
@@ -115,6 +117,26 @@ def test_typed_message_and_response_create(server: ServerProcess) -> None:
             done = await events.wait_for("response.done", timeout=90)
             assert "berlin" in words(check_completed(events, done))
             assert events.of("input_audio_buffer.speech_started") == []
+
+    run(main())
+
+
+def test_text_only_session(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            await connection.session.update(
+                session={"type": "realtime", "output_modalities": ["text"]}
+            )
+            updated = await events.wait_for("session.updated")
+            assert updated["session"]["output_modalities"] == ["text"]
+            await say_typed(connection, "What is the capital of Germany?")
+            await connection.response.create()
+            done = await events.wait_for("response.done", timeout=90)
+            (item,) = done["response"]["output"]
+            assert item["content"][0]["type"] == "output_text"
+            assert "berlin" in words(item["content"][0]["text"])
+            assert events.of("response.output_text.delta")
+            assert events.of("response.output_audio.delta") == []
 
     run(main())
 
@@ -219,13 +241,7 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(server: ServerProce
             for error in events.of("error"):
                 assert "Traceback" not in error["error"]["message"]
             # a response.create while one is in progress
-            await connection.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "Hello."}],
-                }
-            )
+            await say_typed(connection, "Hello.")
             await connection.response.create()
             await events.wait_for("response.created")
             await connection.response.create()
@@ -247,13 +263,7 @@ def test_audio_is_24khz_base64_pcm16(server: ServerProcess) -> None:
 
     async def main() -> None:
         async with realtime_session(server.port) as (connection, events):
-            await connection.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "What color is the sky?"}],
-                }
-            )
+            await say_typed(connection, "What color is the sky?")
             await connection.response.create()
             done = await events.wait_for("response.done", timeout=90)
             rid = done["response"]["id"]
@@ -281,13 +291,7 @@ def test_barge_in_cancels_the_reply_and_truncate_cuts_it_to_what_was_played(
 ) -> None:
     async def main() -> None:
         async with realtime_session(server.port) as (connection, events):
-            await connection.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": STORY}],
-                }
-            )
+            await say_typed(connection, STORY)
             await connection.response.create()
             first = await events.wait_for("response.output_audio.delta", timeout=90)
             story_id = first["response_id"]
@@ -374,14 +378,6 @@ def assistant_transcripts(history: list) -> list[str]:
 
 # -- fuzzing ----------------------------------------------------------------------------------
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=12)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=8,
-)
 turn_detection = st.none() | st.fixed_dictionaries(
     {},
     optional={

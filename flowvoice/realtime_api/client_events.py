@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 import numpy as np
 
-from flowvoice.transport import ProtocolError
+from flowvoice.transport import ProtocolError, load_typed_json
 
 #: Every client event of the GA protocol.
 CLIENT_EVENTS = frozenset(
@@ -80,14 +79,10 @@ class ClientEventError(ProtocolError):
 
 def parse_event(text: str, max_bytes: int) -> dict[str, Any]:
     """One client message -> its event, checked; :class:`ClientEventError` if malformed."""
-    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise ClientEventError(TOO_LARGE, f"message exceeds {max_bytes} bytes; send less audio")
     try:
-        event = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ClientEventError(INVALID_JSON, f"message is not valid JSON: {exc}") from None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise ClientEventError(INVALID_EVENT, 'expected a JSON object with a string "type"')
+        event = load_typed_json(text, max_bytes, (TOO_LARGE, INVALID_JSON, INVALID_EVENT))
+    except ProtocolError as exc:
+        raise ClientEventError(exc.code, str(exc)) from None
     event_id = event.get("event_id")
     if event_id is not None and not isinstance(event_id, str):
         raise ClientEventError(INVALID_VALUE, "event_id must be a string", "event_id")
