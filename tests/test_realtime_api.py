@@ -167,6 +167,29 @@ def test_push_to_talk(server: ServerProcess) -> None:
     run(main())
 
 
+def test_server_vad_without_create_response_commits_and_waits(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with realtime_session(server.port) as (connection, events):
+            detection = {"type": "server_vad", "silence_duration_ms": 400, "create_response": False}
+            await connection.session.update(
+                session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}}
+            )
+            updated = await events.wait_for("session.updated")
+            reported = updated["session"]["audio"]["input"]["turn_detection"]
+            assert reported["silence_duration_ms"] == 400 and reported["create_response"] is False
+            await stream_audio(connection, spoken(QUESTION))
+            committed = await events.wait_for("input_audio_buffer.committed", timeout=60)
+            stopped = events.of("input_audio_buffer.speech_stopped")[0]
+            assert stopped["item_id"] == committed["item_id"]
+            await asyncio.sleep(1.5)
+            assert events.of("response.created") == []  # the turn waits for response.create
+            await connection.response.create()
+            done = await events.wait_for("response.done", timeout=90)
+            assert "paris" in words(check_completed(events, done))
+
+    run(main())
+
+
 def error_codes(events: Events) -> list[str]:
     return [e["error"]["code"] for e in events.of("error")]
 
