@@ -13,7 +13,12 @@ from flowvoice.conversation import Conversation
 from flowvoice.conversation.control import TurnControl
 from flowvoice.graph.spec import load_graph
 from flowvoice.realtime_api import events as ev
-from flowvoice.realtime_api.client_events import ClientEventError, decode_audio, parse_event
+from flowvoice.realtime_api.client_events import (
+    ClientEventError,
+    decode_audio,
+    parse_event,
+    typed_user_text,
+)
 from flowvoice.realtime_api.config import apply, initial_config, merged
 from flowvoice.runtime.session import Session
 
@@ -166,3 +171,19 @@ def test_audio_decodes_only_from_base64_pcm16() -> None:
     for bad in ("%%", "AA==", "AAAB"):
         with pytest.raises(ClientEventError):
             decode_audio(bad)
+
+
+def test_only_typed_user_messages_can_be_added() -> None:
+    text = [{"type": "input_text", "text": "Hello."}, {"type": "input_text", "text": "Hi?"}]
+    assert typed_user_text({"type": "message", "role": "user", "content": text}) == "Hello. Hi?"
+    for item in (
+        {"type": "message", "role": "assistant", "content": text},
+        {"type": "function_call_output", "call_id": "c", "output": "{}"},
+        {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": ""}]},
+        {"type": "message", "role": "user", "content": [*text, {"type": "input_image"}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": 5}]},
+        {"type": "message", "role": "user", "content": "Hello."},
+    ):
+        with pytest.raises(ClientEventError) as raised:
+            typed_user_text(item, "evt")
+        assert raised.value.code == "unsupported" and raised.value.param == "item"

@@ -125,6 +125,34 @@ def _check(
         )
 
 
+def typed_user_text(item: dict[str, Any], event_id: str | None = None) -> str:
+    """The text of a ``conversation.item.create`` item: a user message of ``input_text``
+    parts (the only items flowvoice's LLM nodes can take), else :class:`ClientEventError`."""
+    content = item.get("content")
+    parts = content if isinstance(content, list) else []
+    texts = [
+        part.get("text")
+        for part in parts
+        if isinstance(part, dict) and part.get("type") == "input_text"
+    ]
+    if (
+        item.get("type", "message") != "message"
+        or item.get("role") != "user"
+        or not texts
+        or len(texts) != len(parts)
+        or not all(isinstance(text, str) for text in texts)
+    ):
+        raise ClientEventError(
+            UNSUPPORTED,
+            "only user messages of input_text parts can be added "
+            '({"type": "message", "role": "user", "content": [{"type": "input_text", '
+            '"text": "..."}]})',
+            "item",
+            event_id,
+        )
+    return " ".join(texts)
+
+
 def decode_audio(data: str, event_id: str | None = None) -> np.ndarray:
     """Base64 PCM16LE mono -> int16 samples; :class:`ClientEventError` when it is not."""
     try:

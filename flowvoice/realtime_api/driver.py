@@ -41,6 +41,7 @@ from flowvoice.realtime_api.client_events import (
     ClientEventError,
     decode_audio,
     encode_audio,
+    typed_user_text,
 )
 from flowvoice.realtime_api.config import RATE, apply, initial_config, merged
 from flowvoice.runtime.session import Session
@@ -380,32 +381,7 @@ class RealtimeDriver:
 
     async def _item_create(self, event: dict[str, Any]) -> None:
         item = event["item"]
-        content = item.get("content")
-        texts = (
-            [
-                part.get("text")
-                for part in content
-                if isinstance(part, dict) and part.get("type") == "input_text"
-            ]
-            if isinstance(content, list)
-            else []
-        )
-        if (
-            item.get("type", "message") != "message"
-            or item.get("role") != "user"
-            or not texts
-            or len(texts) != len(content)
-            or not all(isinstance(t, str) for t in texts)
-        ):
-            raise ClientEventError(
-                UNSUPPORTED,
-                "only user messages of input_text parts can be added "
-                '({"type": "message", "role": "user", "content": [{"type": "input_text", '
-                '"text": "..."}]})',
-                "item",
-                event.get("event_id"),
-            )
-        text = " ".join(texts)
+        text = typed_user_text(item, event.get("event_id"))
         item_id = item.get("id") if isinstance(item.get("id"), str) else ev.new_id("item")
         self.conversation.control.add_text(text)
         previous = self._last_item
@@ -441,13 +417,11 @@ class RealtimeDriver:
         playback = self.conversation.playback
         playback.played(turn, event["audio_end_ms"] / 1000)
         heard = playback.heard_text(turn)[0]
-        self._remember(
-            {
-                **item,
-                "status": "incomplete",
-                "content": [{"type": "output_audio", "transcript": heard}],
-            }
-        )
+        self._items[item["id"]] = {
+            **item,
+            "status": "incomplete",
+            "content": [{"type": "output_audio", "transcript": heard}],
+        }
         self._push(
             ev.event(
                 "conversation.item.truncated",
