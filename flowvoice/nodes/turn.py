@@ -112,7 +112,9 @@ class TurnDetector(Node):
                 await self._cancel_speculation()
             elif frame.kind == "end":
                 self._speech_ended(frame)
-                self.context.publish("speech_stopped", turn=frame.turn, stream_s=frame.stream_s)
+                self.context.publish(
+                    "speech_stopped", turn=self.context.turn, stream_s=frame.stream_s
+                )
             elif frame.kind == "start":
                 self._speaking = True
                 if not await self._cancel_speculation():  # the user went on: no barge-in
