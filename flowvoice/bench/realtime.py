@@ -6,6 +6,11 @@ protocol asks it, alternating so both see the same load: the browser protocol th
 WebSocket client (``hello`` at 24 kHz, binary PCM), the Realtime API through the ``openai``
 SDK (``input_audio_buffer.append``). Each client times the end of the streamed speech to the
 first reply audio it receives (a binary message; the first ``response.output_audio.delta``).
+
+On a busy machine those times vary by seconds (Whisper, Smart Turn, the LLM and TTS share
+the CPU), which hides what the protocol itself costs, so the benchmark also times that
+alone: encoding one 40 ms slice of the sink's audio (22.05 kHz Piper) as a ``/ws`` binary
+message and as a ``response.output_audio.delta`` event (resampled to 24 kHz, base64, JSON).
 """
 
 from __future__ import annotations
@@ -16,20 +21,27 @@ import json
 import platform
 import tempfile
 import time
+import timeit
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 from flowvoice.bench.e2e import QUESTIONS, speak
+from flowvoice.graph.spec import load_graph
 from flowvoice.nodes.audio import Resampler
+from flowvoice.realtime_api.driver import RealtimeDriver
+from flowvoice.runtime.session import Session
 from flowvoice.testing.server_process import running_server
+from flowvoice.transport import encode_audio
 
 RATE = 24000
 CHUNK = RATE // 50  # 20 ms
 #: Silence streamed after the question: time for the turn to commit and the reply to start.
 TAIL_S = 6.0
-REPLY_TIMEOUT_S = 60.0
+REPLY_TIMEOUT_S = 120.0
+#: The sink sends audio in slices of this many ms (``flowvoice.nodes.speaker.SLICE_MS``).
+SLICE_MS = 40
 
 
 def question_audio(text: str) -> tuple[np.ndarray, int]:
@@ -99,8 +111,34 @@ async def realtime_voice_to_voice(port: int, samples: np.ndarray, speech_end: in
         return (await asyncio.wait_for(waiting, REPLY_TIMEOUT_S) - spoken_at) * 1000
 
 
+def encoding_us(graph_path: str, slices: int = 2000) -> dict[str, float]:
+    """Microseconds to encode one 40 ms slice of 22.05 kHz audio for each protocol (the best
+    of five runs of ``slices``)."""
+    rate = 22050
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0, 3000, rate * SLICE_MS // 1000).astype(np.int16)
+    driver = RealtimeDriver(Session(load_graph(graph_path)), [].append, _no_input, _no_input, "")
+    driver.session_event({"type": "user_turn", "turn": 1, "text": "hello"})  # a response
+
+    def realtime() -> None:
+        json.dumps(driver.audio(1, rate, samples))
+
+    def ws() -> None:
+        encode_audio(1, rate, samples)
+
+    return {
+        name: min(timeit.repeat(fn, number=slices, repeat=5)) / slices * 1e6
+        for name, fn in (("/ws", ws), ("/v1/realtime", realtime))
+    }
+
+
+async def _no_input(*_: object) -> None:
+    """The encoding benchmark's driver gets no client audio."""
+
+
 async def measure(port: int, rounds: int) -> dict[str, list[float]]:
-    """Voice-to-voice ms per protocol, every question ``rounds`` times, protocols alternating."""
+    """Voice-to-voice ms per protocol, every question ``rounds`` times, protocols alternating
+    (an exchange with no reply audio within ``REPLY_TIMEOUT_S`` is reported and left out)."""
     results: dict[str, list[float]] = {"/ws": [], "/v1/realtime": []}
     clients = {"/ws": ws_voice_to_voice, "/v1/realtime": realtime_voice_to_voice}
     audio = [question_audio(q) for q in QUESTIONS]
@@ -108,7 +146,11 @@ async def measure(port: int, rounds: int) -> dict[str, list[float]]:
         for index, (samples, speech_end) in enumerate(audio):
             order = list(clients) if (round_index + index) % 2 == 0 else list(clients)[::-1]
             for name in order:
-                ms = await clients[name](port, samples, speech_end)
+                try:
+                    ms = await clients[name](port, samples, speech_end)
+                except TimeoutError:
+                    print(f"  {name:<13} {QUESTIONS[index]!r}: no reply audio", flush=True)
+                    continue
                 results[name].append(ms)
                 print(f"  {name:<13} {QUESTIONS[index]!r}: {ms:.0f} ms", flush=True)
     return results
@@ -120,6 +162,10 @@ def main(graph_path: str = "graphs/default.yaml", rounds: int = 2, markdown: boo
         running_server(graph_path, Path(tmp) / "server.log") as server,
     ):
         results = asyncio.run(measure(server.port, rounds))
+    encoding = encoding_us(graph_path)
+    if not all(results.values()):
+        print(f"no reply audio through {[n for n, v in results.items() if not v]}")
+        return 1
     p50 = {name: float(np.percentile(v, 50)) for name, v in results.items()}
     machine = f"{platform.machine()}, Python {platform.python_version()}"
     header = (
@@ -134,10 +180,15 @@ def main(graph_path: str = "graphs/default.yaml", rounds: int = 2, markdown: boo
             p90 = float(np.percentile(values, 90))
             print(f"| {name} | {p50[name]:.0f} | {p90:.0f} | {max(values):.0f} | {len(values)} |")
         print(f"\nThe Realtime path adds {added:+.0f} ms at p50.")
+        print("\n| encoding one 40 ms audio slice | µs |\n|---|---|")
+        for name, us in encoding.items():
+            print(f"| {name} | {us:.0f} |")
     else:
         print(header)
         for name, values in results.items():
             p90 = float(np.percentile(values, 90))
             print(f"  {name:<13} p50 {p50[name]:6.0f} ms   p90 {p90:6.0f} ms   ({len(values)})")
         print(f"  the Realtime path adds {added:+.0f} ms at p50")
+        for name, us in encoding.items():
+            print(f"  encoding one 40 ms slice for {name}: {us:.0f} µs")
     return 0
