@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flowvoice import __version__
+from flowvoice import __version__, tls
 from flowvoice.graph.shipped import shipped_graphs
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -23,11 +23,14 @@ examples:
   flowvoice chat default --input q.wav --output reply.wav
   flowvoice run default --set llm.params.temperature=0.2
   flowvoice run graphs/default.yaml                      a path works too (here: in the repository)
+  flowvoice run default --host 0.0.0.0 --tls-self-signed  HTTPS for phones and laptops on the LAN
   flowvoice viz default -o graph.svg                     (.svg/.png need Graphviz's dot)
   flowvoice validate default light my_graph.yaml
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
+  flowvoice bench turn-scores                          calibrate turn.smart's thresholds
+  flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
   flowvoice bench realtime --rounds 2                   voice-to-voice: /ws against /v1/realtime
 """
 
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FLOWVOICE_TOKEN"),
         help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
     )
+    tls.add_arguments(run)
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
     _add_graph_args(chat)
@@ -107,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "realtime"],
+        choices=[
+            *["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "turn-scores"],
+            "realtime",
+        ],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
@@ -118,11 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph file or shipped name (e2e, bargein, turns: default; load: default and light)",
+        help="graph file or shipped name (e2e, bargein, turns: default; load: default and "
+        "light); e2e compares several given in turn",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
-    bench.add_argument("--json", help="load, turns: keep results in this JSON file")
+    bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="e2e with several --graph: rounds taking them in turn; realtime: times each "
+        "question is asked through each protocol",
+    )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
@@ -156,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="turns: override a value of the graph (repeatable)",
     )
     bench.add_argument(
-        "--rounds", type=int, default=2, help="realtime: times each question is asked per protocol"
+        "--scores",
+        metavar="JSON",
+        help="turn-scores: replay the scores an earlier --json run kept instead of scoring again",
     )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
@@ -249,7 +266,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from flowvoice.server import serve
 
         try:
-            serve(graph, host, port, token=args.token)
+            tls_files = tls.from_arguments(args)
+        except tls.TLSError as exc:
+            raise CliError(str(exc)) from None
+        if tls_files and args.tls_self_signed and not args.tls_cert:
+            print(f"flowvoice: {tls.trust_hint(tls_files)}", file=sys.stderr)
+        try:
+            serve(graph, host, port, token=args.token, tls=tls_files)
         except OSError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
         return EXIT_OK
@@ -301,6 +324,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             defaults=not args.no_default_turns,
             overrides=args.overrides,
         )
+    if args.name == "turn-scores":
+        from flowvoice.bench.turn_scores import main as bench_turn_scores
+
+        return bench_turn_scores(args.json, args.markdown, args.scores)
     if args.name == "realtime":
         from flowvoice.bench.realtime import main as bench_realtime
 
@@ -312,7 +339,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)
+    return bench_e2e(args.graph or ["default"], args.questions, args.markdown, args.rounds)
 
 
 COMMANDS = {

@@ -32,6 +32,7 @@ from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.realtime_api.transport import RealtimeTransport, realtime_subprotocol, realtime_token
 from flowvoice.runtime.session import Session, SessionError
+from flowvoice.tls import TLSFiles
 from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
 
 log = logging.getLogger("flowvoice.server")
@@ -252,8 +253,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) -> None:
-    """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run.
+def serve(
+    graph: LoadedGraph,
+    host: str,
+    port: int,
+    token: str | None = None,
+    tls: TLSFiles | None = None,
+) -> None:
+    """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run;
+    over HTTPS with ``tls``.
 
     Raises :class:`SessionError` when a node cannot set up and ``OSError`` when the
     address cannot be bound.
@@ -269,6 +277,13 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             f"port {port} can talk to the agent (set --token or {TOKEN_ENV})",
             file=sys.stderr,
         )
+    if host not in LOOPBACK_HOSTS and tls is None:
+        print(
+            "flowvoice: note: browsers on other machines get no microphone over plain http; "
+            "serve HTTPS for them (--tls-self-signed, or --tls-cert and --tls-key)",
+            file=sys.stderr,
+        )
+    ssl_files = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
 
     async def main() -> None:
         seconds = await prewarm(graph)
@@ -280,10 +295,12 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             (f"?token={token}" if sys.stdout.isatty() else f"?token=${TOKEN_ENV}") if token else ""
         )
         print(
-            f"flowvoice: serving {graph.name} at http://{shown}:{sock.getsockname()[1]}/{query}",
+            f"flowvoice: serving {graph.name} at {'https' if tls else 'http'}://{shown}:{sock.getsockname()[1]}/{query}",
             flush=True,
         )
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="off", **ssl_files
+        )
         await uvicorn.Server(config).serve(sockets=[sock])
 
     asyncio.run(main())
