@@ -8,20 +8,28 @@ SDK (``input_audio_buffer.append``). Each client times the end of the streamed s
 first reply audio it receives (a binary message; the first ``response.output_audio.delta``).
 
 On a busy machine those times vary by seconds (Whisper, Smart Turn, the LLM and TTS share
-the CPU), which hides what the protocol itself costs, so the benchmark also times that
-alone: encoding one 40 ms slice of the sink's audio (22.05 kHz Piper) as a ``/ws`` binary
-message and as a ``response.output_audio.delta`` event (resampled to 24 kHz, base64, JSON).
+the CPU), which hides what the protocol itself costs. So the server's own voice-to-voice of
+each exchange (speech end -> first audio sent, the ``first_audio_sent`` stage, read from
+``/metrics`` before and after) is subtracted from the client's: what is left is the way
+from the sink to the client (and the constant gap between the two ends of speech), the
+same pipeline for both protocols, so its p50 difference is what the Realtime path adds.
+The benchmark also times the protocol's own work: encoding one 40 ms slice of the sink's
+audio (22.05 kHz Piper) as a ``/ws`` binary message and as a
+``response.output_audio.delta`` event (resampled to 24 kHz, base64, JSON).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import platform
+import re
 import tempfile
 import time
 import timeit
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -136,24 +144,61 @@ async def _no_input(*_: object) -> None:
     """The encoding benchmark's driver gets no client audio."""
 
 
-async def measure(port: int, rounds: int) -> dict[str, list[float]]:
+_FIRST_AUDIO_SENT = re.compile(
+    r'^flowvoice_stage_latency_seconds_(sum|count)\{stage="first_audio_sent"\} (\S+)$', re.M
+)
+
+
+def server_first_audio(port: int) -> tuple[float, int]:
+    """The server's ``first_audio_sent`` latency histogram: (sum in ms, count)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    found = dict(_FIRST_AUDIO_SENT.findall(text))
+    return float(found["sum"]) * 1000, int(found["count"])
+
+
+@dataclass
+class Results:
+    """Per protocol: client-measured voice-to-voice, and what is left after the server's."""
+
+    client_ms: dict[str, list[float]] = field(default_factory=dict)
+    delivery_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
+async def measure(port: int, rounds: int) -> Results:
     """Voice-to-voice ms per protocol, every question ``rounds`` times, protocols alternating
     (an exchange with no reply audio within ``REPLY_TIMEOUT_S`` is reported and left out)."""
-    results: dict[str, list[float]] = {"/ws": [], "/v1/realtime": []}
+    results = Results({"/ws": [], "/v1/realtime": []}, {"/ws": [], "/v1/realtime": []})
     clients = {"/ws": ws_voice_to_voice, "/v1/realtime": realtime_voice_to_voice}
     audio = [question_audio(q) for q in QUESTIONS]
     for round_index in range(rounds):
         for index, (samples, speech_end) in enumerate(audio):
             order = list(clients) if (round_index + index) % 2 == 0 else list(clients)[::-1]
             for name in order:
+                before = server_first_audio(port)
                 try:
                     ms = await clients[name](port, samples, speech_end)
                 except TimeoutError:
                     print(f"  {name:<13} {QUESTIONS[index]!r}: no reply audio", flush=True)
                     continue
-                results[name].append(ms)
-                print(f"  {name:<13} {QUESTIONS[index]!r}: {ms:.0f} ms", flush=True)
+                await asyncio.sleep(0.2)  # the server's trace of the reply is recorded
+                after = server_first_audio(port)
+                results.client_ms[name].append(ms)
+                server = ""
+                if after[1] - before[1] == 1:  # exactly this exchange's reply
+                    server_ms = after[0] - before[0]
+                    results.delivery_ms[name].append(ms - server_ms)
+                    server = f", server {server_ms:.0f} ms"
+                print(f"  {name:<13} {QUESTIONS[index]!r}: {ms:.0f} ms{server}", flush=True)
     return results
+
+
+def _p(values: list[float], q: int) -> float:
+    return float(np.percentile(values, q))
 
 
 def main(graph_path: str = "graphs/default.yaml", rounds: int = 2, markdown: bool = False) -> int:
@@ -163,32 +208,37 @@ def main(graph_path: str = "graphs/default.yaml", rounds: int = 2, markdown: boo
     ):
         results = asyncio.run(measure(server.port, rounds))
     encoding = encoding_us(graph_path)
-    if not all(results.values()):
-        print(f"no reply audio through {[n for n, v in results.items() if not v]}")
+    if not all(results.client_ms.values()) or not all(results.delivery_ms.values()):
+        print("too few answered exchanges to compare the protocols")
         return 1
-    p50 = {name: float(np.percentile(v, 50)) for name, v in results.items()}
     machine = f"{platform.machine()}, Python {platform.python_version()}"
-    header = (
+    print(
         f"realtime benchmark: {graph_path}, {rounds} x {len(QUESTIONS)} questions per "
-        f"protocol, {machine}, {date.today()}"
+        f"protocol, {machine}, {date.today()}\n"
     )
-    added = p50["/v1/realtime"] - p50["/ws"]
+    rows = [
+        (f"{name}: client voice-to-voice", results.client_ms[name]) for name in results.client_ms
+    ] + [
+        (f"{name}: client minus server voice-to-voice", results.delivery_ms[name])
+        for name in results.delivery_ms
+    ]
+    delivery = {name: _p(values, 50) for name, values in results.delivery_ms.items()}
+    added = delivery["/v1/realtime"] - delivery["/ws"]
     if markdown:
-        print(f"{header}\n\n| voice-to-voice, client-measured | p50 ms | p90 ms | max ms | n |")
-        print("|---|---|---|---|---|")
-        for name, values in results.items():
-            p90 = float(np.percentile(values, 90))
-            print(f"| {name} | {p50[name]:.0f} | {p90:.0f} | {max(values):.0f} | {len(values)} |")
-        print(f"\nThe Realtime path adds {added:+.0f} ms at p50.")
+        print("| ms | p50 | p90 | max | n |\n|---|---|---|---|---|")
+        for label, values in rows:
+            print(
+                f"| {label} | {_p(values, 50):.0f} | {_p(values, 90):.0f} | {max(values):.0f} "
+                f"| {len(values)} |"
+            )
+        print(f"\nThe Realtime path adds {added:+.0f} ms at p50 (client minus server).")
         print("\n| encoding one 40 ms audio slice | µs |\n|---|---|")
         for name, us in encoding.items():
             print(f"| {name} | {us:.0f} |")
     else:
-        print(header)
-        for name, values in results.items():
-            p90 = float(np.percentile(values, 90))
-            print(f"  {name:<13} p50 {p50[name]:6.0f} ms   p90 {p90:6.0f} ms   ({len(values)})")
-        print(f"  the Realtime path adds {added:+.0f} ms at p50")
+        for label, values in rows:
+            print(f"  {label:<45} p50 {_p(values, 50):6.0f}   p90 {_p(values, 90):6.0f}")
+        print(f"  the Realtime path adds {added:+.0f} ms at p50 (client minus server)")
         for name, us in encoding.items():
             print(f"  encoding one 40 ms slice for {name}: {us:.0f} µs")
     return 0
