@@ -109,10 +109,12 @@ async def realtime_voice_to_voice(port: int, samples: np.ndarray, speech_end: in
             await connection.input_audio_buffer.append(audio=audio)
 
         async def first_audio() -> float:
-            async for event in connection:
-                if event.type == "response.output_audio.delta":
+            while True:  # the raw events, as cheap to read as /ws's binary messages
+                if (
+                    json.loads(await connection.recv_bytes())["type"]
+                    == "response.output_audio.delta"
+                ):
                     return time.monotonic()
-            raise RuntimeError("the connection closed before any reply audio")
 
         waiting = asyncio.create_task(first_audio())
         spoken_at = await _stream(send, samples, speech_end)
