@@ -31,6 +31,7 @@ examples:
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
   flowvoice bench turn-scores                          calibrate turn.smart's thresholds
   flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
+  flowvoice bench realtime --rounds 2                   voice-to-voice: /ws against /v1/realtime
 """
 
 
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
             "turns",
             "turn-scores",
             "transports",
+            "realtime",
         ],
         help="which benchmark",
     )
@@ -148,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
-        "--rounds", type=int, default=1, help="e2e with several --graph: rounds taking them in turn"
+        "--rounds",
+        type=int,
+        default=1,
+        help="e2e with several --graph: rounds taking them in turn; realtime: times each "
+        "question is asked through each protocol",
     )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
@@ -349,6 +355,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.turn_scores import main as bench_turn_scores
 
         return bench_turn_scores(args.json, args.markdown, args.scores)
+    if args.name == "realtime":
+        from flowvoice.bench.realtime import main as bench_realtime
+
+        _load(graph, [])  # a bad graph: a clear error, no traceback
+        return bench_realtime(graph, args.rounds, args.markdown)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 

@@ -1,7 +1,8 @@
 """The browser conversation server: Starlette app, one session per WebSocket connection.
 
 Routes: the static client at ``/`` (``flowvoice/web``), the WebSocket at ``/ws`` (wire
-protocol in :mod:`flowvoice.transport`), ``/health`` and ``/metrics`` (Prometheus text).
+protocol in :mod:`flowvoice.transport`), the OpenAI Realtime API at ``/v1/realtime``
+(:mod:`flowvoice.realtime_api`), ``/health`` and ``/metrics`` (Prometheus text).
 Models are shared by every session through the process-wide resource cache.
 """
 
@@ -30,6 +31,7 @@ from starlette.websockets import WebSocket
 from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
+from flowvoice.realtime_api.transport import RealtimeTransport, realtime_subprotocol, realtime_token
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.tls import TLSFiles
 from flowvoice.transport import (
@@ -110,13 +112,15 @@ class VoiceServer:
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
-    def refusal(self, connection: HTTPConnection) -> str | None:
-        """Why this connection (a WebSocket or a WebRTC offer) must be refused, or None."""
+    def refusal(self, connection: HTTPConnection, given: str | None = None) -> str | None:
+        """Why this connection (a WebSocket or a WebRTC offer) must be refused, or None
+        (``given``: the client's token, by default ``?token=``)."""
         origin, host = connection.headers.get("origin"), connection.headers.get("host")
         if not origin_allowed(origin, host, self.allowed_origins):
             return f"origin {origin!r} not allowed"
         if self.token is not None:
-            given = connection.query_params.get("token", "")
+            if given is None:
+                given = connection.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return "missing or wrong token"
         return None
@@ -130,9 +134,26 @@ class VoiceServer:
         await websocket.accept()
         await self.run_session(WebSocketTransport(websocket, self.limits), websocket.client)
 
-    async def run_session(self, transport: BrowserTransport, client: object) -> None:
-        """One conversation over ``transport``, until the client or the session ends."""
+    async def realtime(self, websocket: WebSocket) -> None:
+        """The OpenAI Realtime API; the token may come as a Bearer header or subprotocol."""
+        reason = self.refusal(websocket, realtime_token(websocket))
+        if reason:
+            log.warning("refused Realtime WebSocket from %s: %s", websocket.client, reason)
+            await websocket.close(code=1008)
+            return
+        await websocket.accept(subprotocol=realtime_subprotocol(websocket))
+        transport = RealtimeTransport(websocket)
         session = Session(self.graph, services=[transport])
+        transport.attach(session, websocket.query_params.get("model") or "flowvoice")
+        await self.run_session(transport, websocket.client, session)
+
+    async def run_session(
+        self, transport: BrowserTransport, client: object, session: Session | None = None
+    ) -> None:
+        """One conversation over ``transport`` (in ``session``, by default a new one), until
+        the client or the session ends."""
+        if session is None:
+            session = Session(self.graph, services=[transport])
 
         def forward(event: dict) -> None:
             self.metrics.observe_event(event)
@@ -211,6 +232,7 @@ def create_app(
             Route("/metrics", server.prometheus),
             WebSocketRoute("/ws", server.websocket),
             *webrtc_routes(server),
+            WebSocketRoute("/v1/realtime", server.realtime),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
         ]
     )

@@ -116,16 +116,26 @@ def parse_audio(data: bytes, limits: Limits) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
-def parse_control(text: str, limits: Limits) -> dict[str, Any]:
-    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
-    if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
-        raise ProtocolError(TOO_LARGE, f"text message exceeds {limits.max_text_bytes} bytes")
+def load_typed_json(
+    text: str, max_bytes: int, codes: tuple[str, str, str] = (TOO_LARGE, BAD_JSON, BAD_MESSAGE)
+) -> dict[str, Any]:
+    """A client's JSON object with a string ``type``, or :class:`ProtocolError` with one of
+    ``codes``: (too large, not JSON, not such an object)."""
+    too_large, bad_json, bad_message = codes
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(too_large, f"text message exceeds {max_bytes} bytes")
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
+        raise ProtocolError(bad_json, f"invalid JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError(BAD_MESSAGE, 'expected a JSON object with a string "type"')
+        raise ProtocolError(bad_message, 'expected a JSON object with a string "type"')
+    return message
+
+
+def parse_control(text: str, limits: Limits) -> dict[str, Any]:
+    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
+    message = load_typed_json(text, limits.max_text_bytes)
     kind = message["type"]
     if kind == "hello":
         rate = message.get("sample_rate", DEFAULT_SAMPLE_RATE)
@@ -246,7 +256,15 @@ class BrowserTransport:
             message = str(exc)
             if count == self.limits.error_events:
                 message += " (further protocol errors are not reported)"
-            self.send_event({"type": "error", "code": exc.code, "message": message})
+            self.push_event(self.error_event(exc, message))
+
+    def error_event(self, exc: ProtocolError, message: str) -> dict[str, Any]:
+        """The ``error`` event answering a malformed client message."""
+        return {"type": "error", "code": exc.code, "message": message}
+
+    def push_event(self, event: dict[str, Any]) -> None:
+        """Queue an event for the client as it is (:meth:`send_event` may translate)."""
+        self.send_event(event)
 
 
 class WebSocketTransport(BrowserTransport):
@@ -271,8 +289,14 @@ class WebSocketTransport(BrowserTransport):
         while self._queued_audio >= self.limits.outbox_audio_messages:
             self._room = anyio.Event()
             await self._room.wait()
-        self._queued_audio += 1
-        self._push(turn, encode_audio(turn, sample_rate, samples))
+        message = self.audio_message(turn, sample_rate, samples)
+        if message is not None:
+            self._queued_audio += 1
+            self._push(turn, message)
+
+    def audio_message(self, turn: int, sample_rate: int, samples: np.ndarray) -> bytes | str | None:
+        """The message carrying a chunk of assistant audio (None: nothing to send)."""
+        return encode_audio(turn, sample_rate, samples)
 
     def send_event(self, event: dict[str, Any]) -> None:
         """Queue a JSON event."""
@@ -295,18 +319,20 @@ class WebSocketTransport(BrowserTransport):
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                data, text = message.get("bytes"), message.get("text")
-                if data is not None:
-                    try:
-                        samples = parse_audio(data, self.limits)
-                    except ProtocolError as exc:
-                        self.protocol_error(exc)
-                        continue
-                    await self.receive_audio(samples, self.sample_rate)
-                elif text is not None:
-                    self.receive_text(text)
+                try:
+                    await self._handle(message)
+                except ProtocolError as exc:
+                    self.protocol_error(exc)
         finally:
             self.end_audio()
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        """One client message: binary audio or a JSON control message."""
+        data, text = message.get("bytes"), message.get("text")
+        if data is not None:
+            await self.receive_audio(parse_audio(data, self.limits), self.sample_rate)
+        elif text is not None:
+            self.receive_text(text)
 
     async def write_loop(self) -> None:
         """Send queued messages in order; after :meth:`close`, drain and close the socket.
