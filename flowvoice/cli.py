@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flowvoice import __version__
+from flowvoice import __version__, tls
 from flowvoice.graph.shipped import shipped_graphs
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -23,11 +23,15 @@ examples:
   flowvoice chat default --input q.wav --output reply.wav
   flowvoice run default --set llm.params.temperature=0.2
   flowvoice run graphs/default.yaml                      a path works too (here: in the repository)
+  flowvoice run default --host 0.0.0.0 --tls-self-signed  HTTPS for phones and laptops on the LAN
   flowvoice viz default -o graph.svg                     (.svg/.png need Graphviz's dot)
   flowvoice validate default light my_graph.yaml
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
+  flowvoice bench turn-scores                          calibrate turn.smart's thresholds
+  flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
+  flowvoice bench realtime --rounds 2                   voice-to-voice: /ws against /v1/realtime
 """
 
 
@@ -69,15 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve a graph (browser chat when it has WebSocket nodes)")
+    run = sub.add_parser(
+        "run",
+        help="serve a graph (browser chat when it has WebSocket nodes)",
+        epilog="With the webrtc extra the page may use WebRTC (open it with ?transport=webrtc); "
+        "$FLOWVOICE_ICE_SERVERS (JSON list of STUN/TURN servers) and "
+        "$FLOWVOICE_WEBRTC_MAX_PEERS (default 16) set it up.",
+    )
     _add_graph_args(run)
     run.add_argument("--host", help="bind address (default: the graph's server.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (default: the graph's server.port, 8000)")
     run.add_argument(
         "--token",
         default=os.environ.get("FLOWVOICE_TOKEN"),
-        help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
+        help="require ?token=... on the WebSocket and the WebRTC offer (default: $FLOWVOICE_TOKEN)",
     )
+    tls.add_arguments(run)
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
     _add_graph_args(chat)
@@ -106,22 +117,45 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns"],
+        choices=[
+            "runtime",
+            "e2e",
+            "bargein",
+            "load",
+            "pipecat",
+            "whisper",
+            "turns",
+            "turn-scores",
+            "transports",
+            "realtime",
+        ],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
-    bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        help="pipecat: interrupts to time (20); transports: sessions per transport (3)",
+    )
     bench.add_argument(
         "--plot", metavar="PNG", help="pipecat, load, turns: also save plots (matplotlib)"
     )
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph file or shipped name (e2e, bargein, turns: default; load: default and light)",
+        help="graph file or shipped name (e2e, bargein, turns: default; load: default and "
+        "light); e2e compares several given in turn",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
-    bench.add_argument("--json", help="load, turns: keep results in this JSON file")
+    bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="e2e with several --graph: rounds taking them in turn; realtime: times each "
+        "question is asked through each protocol",
+    )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
@@ -160,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NODE.params.KEY=VALUE",
         help="turns: override a value of the graph (repeatable)",
+    )
+    bench.add_argument(
+        "--scores",
+        metavar="JSON",
+        help="turn-scores: replay the scores an earlier --json run kept instead of scoring again",
     )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
@@ -252,9 +291,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         from flowvoice.server import serve
 
         try:
-            serve(graph, host, port, token=args.token)
+            tls_files = tls.from_arguments(args)
+        except tls.TLSError as exc:
+            raise CliError(str(exc)) from None
+        if tls_files and args.tls_self_signed and not args.tls_cert:
+            print(f"flowvoice: {tls.trust_hint(tls_files)}", file=sys.stderr)
+        try:
+            serve(graph, host, port, token=args.token, tls=tls_files)
         except OSError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
+        except ValueError as exc:  # a bad server setting in the environment
+            raise CliError(str(exc)) from None
         return EXIT_OK
     import anyio
 
@@ -276,7 +323,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.pipecat_compare import main as bench_pipecat
 
         return bench_pipecat(
-            markdown=args.markdown, frames=args.frames, repeats=args.repeats, plot_path=args.plot
+            markdown=args.markdown,
+            frames=args.frames,
+            repeats=args.repeats or 20,
+            plot_path=args.plot,
         )
     if args.name == "load":
         from flowvoice.bench.load import main as bench_load
@@ -287,6 +337,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             retries=args.retries,
         )  # fmt: skip
     graph = (args.graph or ["default"])[0]
+    if args.name == "transports":
+        from flowvoice.bench.transports import main as bench_transports
+
+        return bench_transports(graph, args.repeats or 3, args.markdown)
     if args.name == "bargein":
         from flowvoice.bench.bargein import main as bench_bargein
 
@@ -305,13 +359,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             defaults=not args.no_default_turns,
             overrides=args.overrides,
         )
+    if args.name == "turn-scores":
+        from flowvoice.bench.turn_scores import main as bench_turn_scores
+
+        return bench_turn_scores(args.json, args.markdown, args.scores)
+    if args.name == "realtime":
+        from flowvoice.bench.realtime import main as bench_realtime
+
+        _load(graph, [])  # a bad graph: a clear error, no traceback
+        return bench_realtime(graph, args.rounds, args.markdown)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 
         return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)
+    return bench_e2e(args.graph or ["default"], args.questions, args.markdown, args.rounds)
 
 
 COMMANDS = {

@@ -1,8 +1,9 @@
 """The browser conversation server: Starlette app, one session per WebSocket connection.
 
 Routes: the static client at ``/`` (``flowvoice/web``), the WebSocket at ``/ws`` (wire
-protocol in :mod:`flowvoice.transport`), ``/health`` and ``/metrics`` (Prometheus text), and
-the OpenAI-compatible speech endpoints under ``/v1`` (:mod:`flowvoice.speech_api`).
+protocol in :mod:`flowvoice.transport`), the OpenAI Realtime API at ``/v1/realtime``
+(:mod:`flowvoice.realtime_api`), the OpenAI speech endpoints under ``/v1/audio``
+(:mod:`flowvoice.speech_api`), ``/health`` and ``/metrics`` (Prometheus text).
 Models are shared by every session through the process-wide resource cache.
 """
 
@@ -17,11 +18,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -30,9 +32,17 @@ from starlette.websockets import WebSocket
 from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
 from flowvoice.prometheus import ServerMetrics
+from flowvoice.realtime_api.transport import RealtimeTransport, realtime_subprotocol, realtime_token
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.speech_api import SpeechAPI
-from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
+from flowvoice.tls import TLSFiles
+from flowvoice.transport import (
+    INTERNAL,
+    NODE_FAILED,
+    BrowserTransport,
+    Limits,
+    WebSocketTransport,
+)
 
 log = logging.getLogger("flowvoice.server")
 
@@ -87,7 +97,9 @@ class VoiceServer:
         self.metrics = ServerMetrics()
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
-        self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
+        self.live: dict[int, tuple[Session, BrowserTransport]] = {}
+        #: The WebRTC gateway (``flowvoice.webrtc.WebRTCGateway``) when aiortc is installed.
+        self.webrtc: Any = None
         self.speech = SpeechAPI(graph, token)
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -104,13 +116,15 @@ class VoiceServer:
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
-    def refusal(self, websocket: WebSocket) -> str | None:
-        """Why this connection must be refused, or None."""
-        origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
+    def refusal(self, connection: HTTPConnection, given: str | None = None) -> str | None:
+        """Why this connection (a WebSocket or a WebRTC offer) must be refused, or None
+        (``given``: the client's token, by default ``?token=``)."""
+        origin, host = connection.headers.get("origin"), connection.headers.get("host")
         if not origin_allowed(origin, host, self.allowed_origins):
             return f"origin {origin!r} not allowed"
         if self.token is not None:
-            given = websocket.query_params.get("token", "")
+            if given is None:
+                given = connection.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return "missing or wrong token"
         return None
@@ -122,8 +136,28 @@ class VoiceServer:
             await websocket.close(code=1008)  # before accept: an HTTP 403
             return
         await websocket.accept()
-        transport = WebSocketTransport(websocket, self.limits)
+        await self.run_session(WebSocketTransport(websocket, self.limits), websocket.client)
+
+    async def realtime(self, websocket: WebSocket) -> None:
+        """The OpenAI Realtime API; the token may come as a Bearer header or subprotocol."""
+        reason = self.refusal(websocket, realtime_token(websocket))
+        if reason:
+            log.warning("refused Realtime WebSocket from %s: %s", websocket.client, reason)
+            await websocket.close(code=1008)
+            return
+        await websocket.accept(subprotocol=realtime_subprotocol(websocket))
+        transport = RealtimeTransport(websocket)
         session = Session(self.graph, services=[transport])
+        transport.attach(session, websocket.query_params.get("model") or "flowvoice")
+        await self.run_session(transport, websocket.client, session)
+
+    async def run_session(
+        self, transport: BrowserTransport, client: object, session: Session | None = None
+    ) -> None:
+        """One conversation over ``transport`` (in ``session``, by default a new one), until
+        the client or the session ends."""
+        if session is None:
+            session = Session(self.graph, services=[transport])
 
         def forward(event: dict) -> None:
             self.metrics.observe_event(event)
@@ -134,7 +168,7 @@ class VoiceServer:
         self.metrics.sessions_active += 1
         self.metrics.sessions_total += 1
         self.live[session.id] = (session, transport)
-        log.info("session %d started (%s)", session.id, websocket.client)
+        log.info("session %d started (%s)", session.id, client)
         try:
             await self._converse(session, transport)
         finally:
@@ -145,8 +179,8 @@ class VoiceServer:
             self.metrics.protocol_errors.update(transport.protocol_errors)
             log.info("session %d ended", session.id)
 
-    async def _converse(self, session: Session, transport: WebSocketTransport) -> None:
-        """Run the session beside the socket's reader and writer; whichever ends first
+    async def _converse(self, session: Session, transport: BrowserTransport) -> None:
+        """Run the session beside the transport's reader and writer; whichever ends first
         (client gone, send failed, session over) ends the others."""
         async with anyio.create_task_group() as tg:
 
@@ -201,12 +235,25 @@ def create_app(
             Route("/health", server.health),
             Route("/metrics", server.prometheus),
             WebSocketRoute("/ws", server.websocket),
+            *webrtc_routes(server),
+            WebSocketRoute("/v1/realtime", server.realtime),
             *server.speech.routes(),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
         ]
     )
     app.state.server = server
     return app
+
+
+def webrtc_routes(server: VoiceServer) -> list[Route]:
+    """``POST /webrtc/offer`` when aiortc is installed (the ``webrtc`` extra), else none
+    (the page then falls back to ``/ws``)."""
+    try:
+        from flowvoice.webrtc import WebRTCGateway
+    except ImportError:
+        return []
+    server.webrtc = WebRTCGateway(server.refusal, server.run_session, server.limits)
+    return [Route("/webrtc/offer", server.webrtc.offer, methods=["POST"])]
 
 
 async def prewarm(graph: LoadedGraph) -> float:
@@ -236,8 +283,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) -> None:
-    """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run.
+def serve(
+    graph: LoadedGraph,
+    host: str,
+    port: int,
+    token: str | None = None,
+    tls: TLSFiles | None = None,
+) -> None:
+    """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run;
+    over HTTPS with ``tls``.
 
     Raises :class:`SessionError` when a node cannot set up and ``OSError`` when the
     address cannot be bound.
@@ -253,6 +307,13 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             f"port {port} can talk to the agent (set --token or {TOKEN_ENV})",
             file=sys.stderr,
         )
+    if host not in LOOPBACK_HOSTS and tls is None:
+        print(
+            "flowvoice: note: browsers on other machines get no microphone over plain http; "
+            "serve HTTPS for them (--tls-self-signed, or --tls-cert and --tls-key)",
+            file=sys.stderr,
+        )
+    ssl_files = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
 
     async def main() -> None:
         seconds = await prewarm(graph)
@@ -264,10 +325,12 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             (f"?token={token}" if sys.stdout.isatty() else f"?token=${TOKEN_ENV}") if token else ""
         )
         print(
-            f"flowvoice: serving {graph.name} at http://{shown}:{sock.getsockname()[1]}/{query}",
+            f"flowvoice: serving {graph.name} at {'https' if tls else 'http'}://{shown}:{sock.getsockname()[1]}/{query}",
             flush=True,
         )
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="off", **ssl_files
+        )
         await uvicorn.Server(config).serve(sockets=[sock])
 
     asyncio.run(main())

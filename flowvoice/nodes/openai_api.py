@@ -17,6 +17,9 @@ from pydantic import Field
 from flowvoice.node import NodeParams, NodeSetupError
 from flowvoice.nodes._deps import require
 
+#: OpenAI's own API, when neither ``base_url`` nor $OPENAI_BASE_URL names another server.
+OPENAI_API_URL = "https://api.openai.com/v1"
+
 
 class OpenAIServerParams(NodeParams):
     """Where the server is and which environment variable holds its key."""
@@ -54,7 +57,9 @@ def open_client(params: OpenAIServerParams, timeout_s: float) -> Any:
         key = "no-key-required"
     return openai.AsyncOpenAI(
         api_key=key,
-        base_url=base_url,
+        # explicit: the client would take an empty $OPENAI_BASE_URL (as compose passes an
+        # unset variable) for the URL
+        base_url=base_url or OPENAI_API_URL,
         timeout=openai.Timeout(timeout_s, connect=min(5.0, timeout_s)),
         max_retries=0,
     )

@@ -15,52 +15,22 @@ a pause, release it when the turn commits).
 
 from __future__ import annotations
 
-import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from pydantic import Field, model_validator
 
 from flowvoice.conversation import Conversation
 from flowvoice.conversation.bargein import BargeIn, BargeInParams
+from flowvoice.conversation.endings import classify_ending
 from flowvoice.conversation.speculation import Speculation, SpeculationParams
 from flowvoice.frames import Frame, Transcript, UserTurn, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, Port
 
-Ending = Literal["complete", "incomplete", "open"]
-
-_CONTINUATION_WORDS = """
-and or but so because cause since although though unless until while whereas if than as to
-the a an my your our their that which who whose where when of for with without from into onto
-at between like um uh er erm hmm ah also plus
-"""
-#: Words that leave a clause unfinished when the user pauses after them.
-CONTINUATIONS = frozenset(_CONTINUATION_WORDS.split())
 #: While a stretched wait runs, how often to look whether the held reply is ready.
 READY_POLL_S = 0.02
-_WORD = re.compile(r"[\w']+")
-
-
-def classify_ending(text: str) -> Ending:
-    """How a transcript ends: a finished sentence, an unfinished clause, or unknown.
-
-    "?" and "!" finish a sentence; a trailing continuation word ("and", "to", "um", ...),
-    comma, colon, dash or ellipsis leaves it unfinished, even before a final "." (Whisper
-    often closes a paused fragment with one); a "." finishes anything else.
-    """
-    text = text.strip().strip("\"')]")
-    if not text:
-        return "open"
-    if text.endswith(("...", "\u2026", ",", ";", ":", "-", "\u2013", "\u2014")):
-        return "incomplete"
-    if text[-1] in "?!":
-        return "complete"
-    words = _WORD.findall(text.lower())
-    if words and words[-1] in CONTINUATIONS:
-        return "incomplete"
-    return "complete" if text[-1] == "." else "open"
 
 
 class ConversationParams(BargeInParams, SpeculationParams):
@@ -81,6 +51,8 @@ class TurnDetector(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         conversation = Conversation.of(self.context)
+        self.control = conversation.control
+        self.control.on_request(lambda: self._changed.set())
         self.barge_in = BargeIn(conversation, self.params)
         self.speculation = Speculation(conversation) if self.params.speculate else None
         self._texts: list[str] = []
@@ -110,10 +82,19 @@ class TurnDetector(Node):
                 await self._cancel_speculation()
             elif frame.kind == "end":
                 self._speech_ended(frame)
+                self.context.publish(
+                    "speech_stopped", turn=self.context.turn, stream_s=frame.stream_s
+                )
             elif frame.kind == "start":
                 self._speaking = True
                 if not await self._cancel_speculation():  # the user went on: no barge-in
                     self.barge_in.speech_started(frame)
+                self.context.publish(
+                    "speech_started",
+                    turn=self.context.turn,
+                    stream_s=frame.stream_s,
+                    checking=self.barge_in.pending,
+                )
         elif isinstance(frame, Transcript):
             if not frame.final:
                 self.barge_in.transcript_heard(frame.text)
@@ -149,9 +130,11 @@ class TurnDetector(Node):
         """When the pending turn commits if nothing changes; None while it cannot."""
         if self._speaking or self._awaiting or self._end is None or self._final is None:
             return None
-        wait = base = self.wait_ms(self._texts[-1] if self._texts else "")
+        if not self.control.auto_commit:
+            return None
+        wait = base = self.control.wait_ms(self.wait_ms(self._texts[-1] if self._texts else ""))
         if self.speculation is not None:
-            wait = self.speculation.wait_ms(base, self.max_wait_ms())
+            wait = self.speculation.wait_ms(base, self.control.wait_ms(self.max_wait_ms()))
         self._stretched = wait > base
         return self._end.t_ns + int(wait * 1_000_000)
 
@@ -167,12 +150,26 @@ class TurnDetector(Node):
             return " ".join([*self._texts, self._stable])
         return None
 
+    async def _take_requests(self) -> None:
+        """Carry out the client's requests (``conversation.control``): forget the speech, commit
+        it once transcribed, answer the waiting text."""
+        control = self.control
+        if control.clear_requested:
+            control.clear_requested = False
+            self._texts, self._end, self._final = [], None, None
+            await self._cancel_speculation()
+        if control.commit_requested and not self._speaking and not self._awaiting:
+            await self._commit()
+        while not control.commit_requested and (reply := control.take_reply()) is not None:
+            await self.emit("user_turn", reply)
+
     async def run(self) -> None:
         while True:
             self._changed = anyio.Event()
+            await self._take_requests()
             barge_in = self.barge_in.due_ns()
             deadline = self._deadline_ns()
-            if self.speculation is not None:
+            if self.speculation is not None and self.control.auto_reply:
                 text = self._speculation_text(deadline)
                 if text is not None and self.speculation.text != text:
                     await self.emit("user_turn", await self.speculation.start(text))
@@ -202,9 +199,14 @@ class TurnDetector(Node):
     async def _commit(self) -> None:
         texts, end, final = self._texts, self._end, self._final
         self._texts, self._end, self._final = [], None, None
-        if not texts:  # only noise was heard
+        requested, self.control.commit_requested = self.control.commit_requested, False
+        if not texts and not requested:  # only noise was heard
             return
         text = " ".join(texts)
+        if not texts or not self.control.auto_reply:  # the client asks for the reply
+            self.control.add_text(text)
+            self.context.publish("user_turn", turn=self.context.turn, text=text)
+            return
         end_ns = end.t_ns if end is not None else None
         released = self.speculation.release(text, end_ns) if self.speculation else None
         turn = released if released is not None else await self.context.new_turn("user_turn")
