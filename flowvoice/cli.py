@@ -11,6 +11,7 @@ from typing import Any
 
 from flowvoice import __version__
 from flowvoice.graph.shipped import shipped_graphs
+from flowvoice.run_options import add_server_options, apply_server_options
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FLOWVOICE_TOKEN"),
         help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
     )
+    add_server_options(run)
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
     _add_graph_args(chat)
@@ -239,6 +241,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = _load(args.graph, args.overrides)
+    try:
+        apply_server_options(args, graph)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     host = args.host or graph.server.host
     port = args.port if args.port is not None else graph.server.port
     if graph.has_node_type("websocket."):

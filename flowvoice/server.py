@@ -35,7 +35,7 @@ from flowvoice.health import (
     health,
     watch_engines,
 )
-from flowvoice.keepalive import ConnectionTimeouts, TimedWebSocket
+from flowvoice.keepalive import TimedWebSocket, uvicorn_keepalive
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
@@ -94,9 +94,7 @@ class VoiceServer:
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
         self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
-        spec = graph.server
-        self.timeouts = ConnectionTimeouts(spec.idle_timeout_s, spec.write_timeout_s)
-        apply_engine_settings(spec)
+        apply_engine_settings(graph.server)
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def health(self, request: Request) -> JSONResponse:
@@ -132,7 +130,8 @@ class VoiceServer:
             await websocket.close(code=1008)  # before accept: an HTTP 403
             return
         await websocket.accept()
-        timed = TimedWebSocket(websocket, self.timeouts)
+        spec = self.graph.server
+        timed = TimedWebSocket(websocket, spec.idle_timeout_s, spec.write_timeout_s)
         transport = WebSocketTransport(timed, self.limits)
         session = Session(self.graph, services=[transport])
 
@@ -281,14 +280,12 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             f"flowvoice: serving {graph.name} at http://{shown}:{sock.getsockname()[1]}/{query}",
             flush=True,
         )
-        spec = graph.server
         config = uvicorn.Config(
             app,
             log_level="warning",
             ws_max_size=WS_MAX_SIZE,
             lifespan="off",
-            ws_ping_interval=spec.ping_interval_s or None,
-            ws_ping_timeout=spec.ping_timeout_s or None,
+            **uvicorn_keepalive(graph.server),
         )
         server = uvicorn.Server(config)
 

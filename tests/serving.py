@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from flowvoice.graph.errors import GraphError
 from flowvoice.graph.spec import LoadedGraph, load_graph
+from flowvoice.keepalive import uvicorn_keepalive
 from flowvoice.server import WS_MAX_SIZE, bind_socket
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +62,15 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def running_server(app: Starlette) -> Iterator[RunningServer]:
-    """Serve ``app`` on a free 127.0.0.1 port until the block ends."""
+    """Serve ``app`` on a free 127.0.0.1 port until the block ends (with its graph's pings)."""
     sock = bind_socket("127.0.0.1", 0)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws_max_size=WS_MAX_SIZE)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        ws_max_size=WS_MAX_SIZE,
+        **uvicorn_keepalive(app.state.server.graph.server),
+    )
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

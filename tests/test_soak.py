@@ -31,6 +31,7 @@ from reliability import (
 from serving import RunningServer, running_server
 
 from flowvoice.graph.spec import load_graph
+from flowvoice.runtime.trace import STAGES, Tracer
 from flowvoice.server import bind_socket, create_app
 
 #: Allowed growth over a whole soak (after a warm-up), far above what was measured.
@@ -108,12 +109,19 @@ def test_many_turns_through_one_session(capsys: pytest.CaptureFixture[str]) -> N
             assert len(client.events("metrics")) == WARMUP + turns
             assert client.events("interrupt") == [] and client.events("error") == []
             assert session.stale_dropped == 0 and not any(session.drops().values())
-            assert len(session.tracer.turns) <= 256, "the trace keeps only recent turns"
+            assert len(session.tracer.turns) == min(256, WARMUP + turns), "recent turns kept"
         settle(server, idle)
     assert tasks_after == tasks
     check_no_growth(before, after)
     with capsys.disabled():
         report("turns through one session", turns, before, after, len(tasks))
+
+
+def test_the_trace_keeps_only_the_most_recent_turns() -> None:
+    tracer = Tracer(keep=4)
+    for turn in range(1, 11):
+        tracer.mark(turn, STAGES[0])
+    assert list(tracer.turns) == [7, 8, 9, 10]
 
 
 class _Accepted(asyncio.Protocol):
