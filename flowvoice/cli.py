@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns"],
+        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "soak"],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE.params.KEY=VALUE",
         help="turns: override a value of the graph (repeatable)",
     )
+    bench.add_argument("--turns", type=int, default=200, help="soak: real-time turns to speak")
+    bench.add_argument("--window", type=int, default=20, help="soak: turns per measured row")
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 
@@ -303,6 +305,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             defaults=not args.no_default_turns,
             overrides=args.overrides,
         )
+    if args.name == "soak":
+        from flowvoice.bench.soak import main as bench_soak
+
+        _load(graph, [])  # a bad graph: a clear error, no traceback
+        return bench_soak(graph, args.turns, args.window, args.markdown)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 

@@ -159,6 +159,11 @@ class LlamaCpp(StreamingLLM):
             _ignore,
         )
 
+    @property
+    def memory_bytes(self) -> int:
+        """Size of this conversation's saved llama.cpp memory (its KV state)."""
+        return self._memory.nbytes if self._memory is not None else 0
+
     def _generate(
         self,
         model: _Model,
