@@ -3,14 +3,18 @@
 The real Piper voice and the real llama.cpp model, made to block inside their call once: the
 sessions waiting on the engine get an error within the deadline instead of waiting forever,
 the server reports the hang, reloads the engine and serves a new session; a hung LLM speaks
-its error reply; too many stuck threads make the server unhealthy (``flowvoice run`` exits).
+its error reply; too many stuck threads make the server unhealthy and ``flowvoice run`` exit
+with status 3 for its supervisor.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +24,13 @@ from serving import running_server
 
 from flowvoice.frames import UserTurn
 from flowvoice.graph.spec import load_graph
-from flowvoice.health import watch_engines
+from flowvoice.health import EXIT_ENGINE_DOWN, watch_engines
 from flowvoice.runtime import engine
 from flowvoice.runtime.threads import abandoned_threads
 from flowvoice.server import create_app, prewarm
+from flowvoice.testing.server_process import free_port, healthy
+
+TESTS = Path(__file__).resolve().parent
 
 DEADLINE_S = 2.0
 
@@ -200,3 +207,35 @@ def test_too_many_stuck_threads_make_the_server_unhealthy(blocker, monkeypatch):
         finally:
             fresh.close()
         assert http_get(server.port, "/health")[0] == 200
+
+
+def test_flowvoice_run_exits_for_its_supervisor_when_engines_cannot_recover(tmp_path):
+    graph = tmp_path / "hang.yaml"
+    graph.write_text(
+        GRAPH.replace("server: {", "server: {max_abandoned_threads: 1, ").replace(
+            "Hello there, how are you?", "Please hang now."
+        )
+    )
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "hanging_piper_run.py"), str(graph), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: healthy(port) or proc.poll() is not None, 120, "the server")
+        client = EchoClient(f"ws://127.0.0.1:{port}/ws")
+        try:
+            code = proc.wait(DEADLINE_S + 30)
+        finally:
+            client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = log.read_text(errors="replace")
+    assert code == EXIT_ENGINE_DOWN, output
+    assert "shared engines cannot recover: 1 worker threads are stuck" in output
+    assert client.events("error")[0]["code"] == "engine_failed"
