@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,14 @@ def measure(server: RunningServer, window: Window, psutil: object) -> None:
     window.tasks, window.kv_mb, window.history = server.call(_session_state(server))
 
 
-def soak(graph: LoadedGraph, turns: int, window: int = WINDOW) -> Soak:
-    """Converse ``turns`` turns with ``graph`` and measure every ``window`` turns."""
+def soak(
+    graph: LoadedGraph,
+    turns: int,
+    window: int = WINDOW,
+    on_window: Callable[[Window], None] | None = None,
+) -> Soak:
+    """Converse ``turns`` turns with ``graph`` and measure every ``window`` turns (each
+    measured window also goes to ``on_window``)."""
     psutil = psutil_module()
     result = Soak(graph.name)
     current = Window(0)
@@ -98,6 +105,8 @@ def soak(graph: LoadedGraph, turns: int, window: int = WINDOW) -> Soak:
             if current.turns % window == 0:
                 await asyncio.to_thread(measure, server, current, psutil)
                 result.windows.append(current)
+                if on_window is not None:
+                    on_window(current)
                 current = Window(current.turns)
 
         questions = spoken_questions(turns)
@@ -154,6 +163,16 @@ def flat_after_warmup(result: Soak, rss_mb: float = 40.0) -> Sequence[str]:
     return grew
 
 
+def _progress(window: Window) -> None:
+    answered = len(window.latency_ms)
+    print(
+        f"  {window.turns} turns: {answered} answered, RSS {window.rss_mb:.0f} MB, "
+        f"KV {window.kv_mb:.2f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main(graph_path: str, turns: int, window: int = WINDOW, markdown: bool = False) -> int:
     """``flowvoice bench soak``: print one row per window; exit 1 when a turn went unanswered."""
     graph = load_graph(graph_path)
@@ -162,7 +181,7 @@ def main(graph_path: str, turns: int, window: int = WINDOW, markdown: bool = Fal
         f"one session, a row every {window} turns; {os.cpu_count()} CPUs",
         flush=True,
     )
-    result = soak(graph, turns, window)
+    result = soak(graph, turns, window, on_window=_progress)
     print(table(result, markdown))
     grew = flat_after_warmup(result)
     print(f"after the first window: {'grew: ' + ', '.join(grew) if grew else 'flat'}")
