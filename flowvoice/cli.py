@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flowvoice import __version__
+from flowvoice import __version__, tls
 from flowvoice.graph.shipped import shipped_graphs
 from flowvoice.run_options import add_server_options, apply_server_options
 
@@ -24,11 +24,14 @@ examples:
   flowvoice chat default --input q.wav --output reply.wav
   flowvoice run default --set llm.params.temperature=0.2
   flowvoice run graphs/default.yaml                      a path works too (here: in the repository)
+  flowvoice run default --host 0.0.0.0 --tls-self-signed  HTTPS for phones and laptops on the LAN
   flowvoice viz default -o graph.svg                     (.svg/.png need Graphviz's dot)
   flowvoice validate default light my_graph.yaml
   flowvoice nodes stt.whisper                            ports and params of one node type
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
+  flowvoice bench turn-scores                          calibrate turn.smart's thresholds
+  flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
 """
 
 
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
     )
     add_server_options(run)
+    tls.add_arguments(run)
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
     _add_graph_args(chat)
@@ -108,7 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument(
         "name",
-        choices=["runtime", "e2e", "bargein", "load", "pipecat", "whisper", "turns", "soak"],
+        choices=[
+            "runtime",
+            "e2e",
+            "bargein",
+            "load",
+            "pipecat",
+            "whisper",
+            "turns",
+            "turn-scores",
+            "soak",
+        ],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
@@ -119,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--graph",
         action="append",
-        help="graph file or shipped name (e2e, bargein, turns: default; load: default and light)",
+        help="graph file or shipped name (e2e, bargein, turns: default; load: default and "
+        "light); e2e compares several given in turn",
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
-    bench.add_argument("--json", help="load, turns: keep results in this JSON file")
+    bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--rounds", type=int, default=1, help="e2e with several --graph: rounds taking them in turn"
+    )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
@@ -158,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--turns", type=int, default=200, help="soak: real-time turns to speak")
     bench.add_argument("--window", type=int, default=20, help="soak: turns per measured row")
+    bench.add_argument(
+        "--scores",
+        metavar="JSON",
+        help="turn-scores: replay the scores an earlier --json run kept instead of scoring again",
+    )
     bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 
@@ -253,7 +276,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from flowvoice.server import serve
 
         try:
-            serve(graph, host, port, token=args.token)
+            tls_files = tls.from_arguments(args)
+        except tls.TLSError as exc:
+            raise CliError(str(exc)) from None
+        if tls_files and args.tls_self_signed and not args.tls_cert:
+            print(f"flowvoice: {tls.trust_hint(tls_files)}", file=sys.stderr)
+        try:
+            serve(graph, host, port, token=args.token, tls=tls_files)
         except OSError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
         return EXIT_OK
@@ -310,13 +339,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         _load(graph, [])  # a bad graph: a clear error, no traceback
         return bench_soak(graph, args.turns, args.window, args.markdown)
+    if args.name == "turn-scores":
+        from flowvoice.bench.turn_scores import main as bench_turn_scores
+
+        return bench_turn_scores(args.json, args.markdown, args.scores)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 
         return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(graph_path=graph, questions=args.questions, markdown=args.markdown)
+    return bench_e2e(args.graph or ["default"], args.questions, args.markdown, args.rounds)
 
 
 COMMANDS = {

@@ -38,6 +38,7 @@ from flowvoice.health import (
 from flowvoice.keepalive import TimedWebSocket, uvicorn_keepalive
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
+from flowvoice.tls import TLSFiles
 from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
 
 log = logging.getLogger("flowvoice.server")
@@ -247,8 +248,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) -> None:
-    """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run.
+def serve(
+    graph: LoadedGraph,
+    host: str,
+    port: int,
+    token: str | None = None,
+    tls: TLSFiles | None = None,
+) -> None:
+    """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run;
+    over HTTPS with ``tls``.
 
     When hung engines cannot recover in the process, the process exits with
     :data:`~flowvoice.health.EXIT_ENGINE_DOWN` for a supervisor to restart it.
@@ -266,6 +274,13 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             f"port {port} can talk to the agent (set --token or {TOKEN_ENV})",
             file=sys.stderr,
         )
+    if host not in LOOPBACK_HOSTS and tls is None:
+        print(
+            "flowvoice: note: browsers on other machines get no microphone over plain http; "
+            "serve HTTPS for them (--tls-self-signed, or --tls-cert and --tls-key)",
+            file=sys.stderr,
+        )
+    ssl_files = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
 
     async def main() -> None:
         seconds = await prewarm(graph)
@@ -277,7 +292,7 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             (f"?token={token}" if sys.stdout.isatty() else f"?token=${TOKEN_ENV}") if token else ""
         )
         print(
-            f"flowvoice: serving {graph.name} at http://{shown}:{sock.getsockname()[1]}/{query}",
+            f"flowvoice: serving {graph.name} at {'https' if tls else 'http'}://{shown}:{sock.getsockname()[1]}/{query}",
             flush=True,
         )
         config = uvicorn.Config(
@@ -285,6 +300,7 @@ def serve(graph: LoadedGraph, host: str, port: int, token: str | None = None) ->
             log_level="warning",
             ws_max_size=WS_MAX_SIZE,
             lifespan="off",
+            **ssl_files,
             **uvicorn_keepalive(graph.server),
         )
         server = uvicorn.Server(config)

@@ -20,6 +20,7 @@ from serving import running_server, speech_graph
 from speech_audio import speak, speech_bounds, wer, write_wav
 
 from flowvoice.graph.spec import load_graph
+from flowvoice.nodes.audio import read_wav
 from flowvoice.server import create_app, prewarm
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,6 +37,13 @@ pytestmark = [
 ]
 
 
+def speech_end_s(path: Path) -> float:
+    """Where the speech in the WAV ends: its last sample above 1 % of full scale."""
+    samples, rate = read_wav(path)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 327)
+    return (loud[-1] + 1) / rate if len(loud) else 0.0
+
+
 def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
     """``text`` spoken by espeak-ng at ``rate``, with 1 s of silence before and 3 s after."""
     raw = path.with_suffix(".raw.wav")
@@ -43,7 +51,20 @@ def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
         ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, timeout=30
     )
     subprocess.run(
-        ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path), "pad", "1", "3"],
+        [
+            "sox",
+            str(raw),
+            "-r",
+            str(rate),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            str(path),
+            "pad",
+            "1",
+            "3",
+        ],
         check=True,
         timeout=30,
     )
@@ -53,12 +74,12 @@ def spoken_wav(path: Path, text: str, rate: int = 48000) -> Path:
 @pytest.fixture
 def browser_for(tmp_path: Path) -> Iterator:
     """``browser_for(wav)``: a chromium whose microphone plays ``wav`` (looping unless the
-    path ends with ``%noloop``)."""
+    path ends with ``%noloop``); ``extra_args`` go on its command line."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         launched = []
 
-        def launch(wav: Path | str, allow_mic: bool = True):
+        def launch(wav: Path | str, allow_mic: bool = True, extra_args: tuple[str, ...] = ()):
             args = [
                 "--headless",
                 "--no-sandbox",
@@ -71,6 +92,7 @@ def browser_for(tmp_path: Path) -> Iterator:
                 "--autoplay-policy=no-user-gesture-required",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={wav}",
+                *extra_args,
             ]
             if allow_mic:  # else the permission prompt is dismissed: access denied
                 args.append("--use-fake-ui-for-media-stream")
@@ -185,13 +207,24 @@ def test_spoken_conversation_in_the_browser(browser_for, tmp_path: Path) -> None
             " && window.flowvoice.samplesPlayed > 8000",
             timeout=120_000,
         )
-        page.wait_for_function("window.flowvoice.metrics.length > 0", timeout=30_000)
+        page.wait_for_function("Object.keys(window.flowvoice.heardMs).length > 0", timeout=30_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-conversation.png"))
         seen = state(page)
         bubbles = page.locator(".bubble").all_inner_texts()
         latency_rows = page.locator("#latency li").count()
     print(f"\npage state: {seen}")
+    turn = min(seen["heardMs"], key=int)
+    sent = next(
+        m["latency_ms"]["first_audio_sent"] for m in seen["metrics"] if m["turn"] == int(turn)
+    )
+    # What the user hears: from the end of the file's speech to the page playing the reply.
+    speech_end = seen["micStartedAt"] + 1000 * speech_end_s(wav)
+    print(
+        f"voice-to-voice: first audio sent {sent:.0f} ms, heard (page) {seen['heardMs'][turn]:.0f}"
+        f" ms, from the microphone's speech end {seen['playStartedAt'][turn] - speech_end:.0f} ms"
+    )
+    assert seen["heardMs"][turn] >= sent  # the page played it, after the server sent it
     assert wer("What is the capital of France?", " ".join(seen["userTurns"])) <= 0.35
     assert any("capital" in b.lower() for b in bubbles)
     assert seen["assistantTexts"][0] in bubbles[1]

@@ -39,7 +39,7 @@ def _compose_command() -> list[str] | None:
     return [v1] if v1 else None
 
 
-def compose_config(*files: Path) -> dict:
+def compose_config(*files: Path, profiles: tuple[str, ...] = ()) -> dict:
     command = _compose_command()
     if command is None:
         pytest.skip(
@@ -47,6 +47,7 @@ def compose_config(*files: Path) -> dict:
             "docker-compose (apt-get install docker-compose)"
         )
     args = [a for f in files for a in ("-f", str(f))]
+    args += [a for p in profiles for a in ("--profile", p)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "FLOWVOICE_"))}
     done = subprocess.run(
         [*command, "--project-directory", str(ROOT), *args, "config"],
@@ -69,7 +70,10 @@ def test_compose_resolves_with_an_ollama_service_and_an_init_pull():
     assert app["depends_on"]["models-init"]["condition"] == "service_completed_successfully"
     assert app["environment"]["OLLAMA_HOST"] == "http://ollama:11434"
     assert app["command"] == ["run", "graphs/ollama_kokoro.yaml"]
-    assert "pull" in services["ollama-pull"]["entrypoint"]
+    assert "ollama pull" in " ".join(services["ollama-pull"]["command"])
+    check = services["models-init"]["healthcheck"]  # v1 writes `disable` as test NONE
+    assert check.get("disable") is True or check.get("test") == ["NONE"], check
+    assert app["init"] is True
     assert any(":/home/flowvoice/.cache" in str(v) for v in app["volumes"])
     published = app["ports"][0]
     host_ip = published.get("host_ip") if isinstance(published, dict) else published
@@ -82,8 +86,7 @@ def test_gpu_override_reserves_gpus_and_builds_on_cuda():
     for name in ("ollama", "flowvoice"):
         (device,) = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    args = config["services"]["flowvoice"]["build"]["args"]
-    assert args["BASE_IMAGE"].startswith("nvidia/cuda:") and "cu12" in args["TORCH_INDEX"]
+    assert config["services"]["models-init"]["build"] == config["services"]["flowvoice"]["build"]
 
 
 def test_dockerfile_lints_clean():
@@ -107,3 +110,150 @@ def test_dockerfile_invariants():
     assert re.search(r"^HEALTHCHECK .*\n?.*/health", text, re.M)
     assert 'VOLUME ["/home/flowvoice/.cache"]' in text
     assert "ENV PATH=/opt/venv/bin" in text and 'pip install ".[${EXTRAS}]"' in text
+
+
+# -- every combination of compose files and profiles -------------------------------------------
+
+OVERRIDES = [COMPOSE_GPU, ROOT / "deploy" / "compose.scale.yml"]
+
+
+def _profiles(files: list[Path]) -> list[str]:
+    found = {
+        profile
+        for f in files
+        for service in (yaml.safe_load(f.read_text()).get("services") or {}).values()
+        for profile in (service or {}).get("profiles", [])
+    }
+    return sorted(found)
+
+
+def _combinations() -> list[tuple[list[Path], tuple[str, ...]]]:
+    """Base file plus each subset of the overrides, with no profile, each one, and all."""
+    combos = []
+    for mask in range(1 << len(OVERRIDES)):
+        files = [COMPOSE] + [o for i, o in enumerate(OVERRIDES) if mask >> i & 1]
+        profiles = _profiles(files)
+        sets = [(), *((p,) for p in profiles)] + ([tuple(profiles)] if len(profiles) > 1 else [])
+        combos += [(files, s) for s in sets]
+    return combos
+
+
+@pytest.mark.parametrize(
+    ("files", "profiles"),
+    _combinations(),
+    ids=lambda v: "+".join(Path(f).stem for f in v) if isinstance(v, list) else ",".join(v),
+)
+def test_every_compose_combination_resolves(files, profiles):
+    services = compose_config(*files, profiles=profiles)["services"]
+    assert "ollama" in services
+    for name, service in services.items():
+        for variable, value in (service.get("environment") or {}).items():
+            assert "${" not in str(value), f"{name}.{variable} kept an unresolved {value!r}"
+
+
+# -- the GPU image's build arguments -----------------------------------------------------------
+
+
+def _dockerfile_args() -> set[str]:
+    return set(re.findall(r"^ARG (\w+)", DOCKERFILE.read_text(), re.M))
+
+
+def test_gpu_build_arguments_select_cuda_12_8_and_the_matching_torch_index():
+    args = compose_config(COMPOSE, COMPOSE_GPU)["services"]["flowvoice"]["build"]["args"]
+    assert set(args) <= _dockerfile_args(), "every build argument is one the Dockerfile reads"
+    cuda = re.compile(r"nvidia/cuda:12\.8\.\d+-cudnn-(devel|runtime)-ubuntu24\.04")
+    assert cuda.fullmatch(args["BUILD_IMAGE"]).group(1) == "devel", "nvcc builds llama.cpp"
+    assert cuda.fullmatch(args["BASE_IMAGE"]).group(1) == "runtime"
+    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cu128"
+    cmake = args["LLAMA_CMAKE_ARGS"].split()
+    assert "-DGGML_CUDA=on" in cmake and "-DGGML_NATIVE=OFF" in cmake
+    # The Dockerfile's own instructions name the same images and index.
+    header = DOCKERFILE.read_text().split("\nARG ", 1)[0]
+    for value in (args["BUILD_IMAGE"], args["BASE_IMAGE"], args["TORCH_INDEX"]):
+        assert value in header
+    # The CPU image builds llama.cpp for any CPU too.
+    cpu = compose_config(COMPOSE)["services"]["flowvoice"]["build"]["args"]
+    assert "BASE_IMAGE" not in cpu and "TORCH_INDEX" not in cpu
+    assert re.search(r"^ARG LLAMA_CMAKE_ARGS=-DGGML_NATIVE=OFF$", DOCKERFILE.read_text(), re.M)
+
+
+def _run_block(marker: str) -> str:
+    """The shell of the Dockerfile's RUN instruction that contains ``marker``."""
+    for block in re.split(r"\n(?=[A-Z]+ )", DOCKERFILE.read_text()):
+        if block.startswith("RUN ") and marker in block:
+            return block[4:].replace("\\\n", " ")
+    raise AssertionError(f"no RUN with {marker!r}")
+
+
+def _fake_commands(tmp_path: Path, scripts: dict[str, str]) -> dict[str, str]:
+    """A PATH whose commands are the given shell bodies, each logging its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {tmp_path}/calls\n{body}\n')
+        tool.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("base", ["ubuntu24.04", "debian"])
+def test_the_flowvoice_user_gets_uid_1000_on_either_base(tmp_path, base):
+    existing = "ubuntu:x:1000:1000::/home/ubuntu:/bin/bash" if base == "ubuntu24.04" else ""
+    env = _fake_commands(
+        tmp_path,
+        {
+            "getent": f"echo '{existing}'" if existing else "exit 2",
+            "id": "echo ubuntu",
+            "usermod": "",
+            "groupmod": "",
+            "useradd": "",
+        },
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", _run_block("getent passwd 1000")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls").read_text()
+    if existing:  # Ubuntu's own uid-1000 user becomes flowvoice
+        assert "usermod --login flowvoice --home /home/flowvoice --move-home" in calls
+        assert "groupmod --new-name flowvoice ubuntu" in calls and "useradd" not in calls
+    else:
+        assert "useradd --create-home --uid 1000" in calls and "usermod" not in calls
+
+
+# -- ollama-pull: offline starts and the warm-up -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("have_model", "pull_works", "warm_works", "exit_ok", "pulled"),
+    [
+        (True, False, True, True, False),  # there already: no pull, works offline
+        (False, True, True, True, True),
+        (False, False, True, False, False),  # missing and offline: flowvoice must not start
+        (True, True, False, True, False),  # a failed warm-up is no failure
+    ],
+    ids=["present-offline", "missing-pulled", "missing-offline", "warm-fails"],
+)
+def test_ollama_pull_pulls_only_a_missing_model_then_warms_it(
+    tmp_path, have_model, pull_works, warm_works, exit_ok, pulled
+):
+    service = compose_config(COMPOSE)["services"]["ollama-pull"]
+    ok = {True: "exit 0", False: "exit 1"}
+    env = _fake_commands(
+        tmp_path,
+        {
+            "ollama": f'case "$1" in show) {ok[have_model]} ;; pull) {ok[pull_works]} ;; '
+            f"run) {ok[warm_works]} ;; esac"
+        },
+    )
+    env["OLLAMA_MODEL"] = service["environment"]["OLLAMA_MODEL"]
+    script = service["command"][0].replace("$$", "$")
+    done = subprocess.run([*service["entrypoint"], script], env=env, timeout=30)
+    assert (done.returncode == 0) == exit_ok
+    calls = (tmp_path / "calls").read_text()
+    assert ("ollama pull llama3.2:3b" in calls) == (not have_model)
+    assert ("ollama run --keepalive 30m llama3.2:3b" in calls) == (have_model or pulled)

@@ -153,10 +153,10 @@ def test_hung_tts_fails_the_waiting_sessions_in_time_and_is_reloaded(blocker, mo
 async def test_hung_llm_speaks_its_error_reply(blocker, monkeypatch):
     from llama_cpp import Llama
 
-    engine.settings.timeout_s = DEADLINE_S
     monkeypatch.setattr(Llama, "create_completion", blocker.wrap(Llama.create_completion))
 
-    async def arm(_context) -> None:
+    async def arm(_context) -> None:  # after setup: its warm-up may be slow on a busy machine
+        engine.settings.timeout_s = DEADLINE_S
         blocker.arm()
 
     script = [

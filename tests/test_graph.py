@@ -158,3 +158,21 @@ def test_edge_name_is_source_port_to_target_port():
         "edges:\n  - t.sentence -> c.frames\n",
     )
     assert graph.edges[0].name == "t.sentence->c.frames"
+
+
+def test_defaults_stand_in_for_empty_variables_and_nest_as_in_compose():
+    from flowvoice.graph.source import expand
+
+    missing: list[str] = []
+    env = {"EMPTY": "", "OLLAMA_MODEL": "qwen3:4b", "SET": "x"}
+
+    def run(text: str) -> str:
+        return expand(text, env, missing.append)
+
+    # compose passes `VAR: ${VAR:-}` as an empty string: the graph's default still applies
+    assert run("${EMPTY:-int8}") == "int8" and run("${EMPTY}") == ""
+    assert run("${LLM_MODEL:-${OLLAMA_MODEL:-llama3.2:3b}}") == "qwen3:4b"
+    assert run("${LLM_MODEL:-${NOPE:-llama3.2:3b}}") == "llama3.2:3b"
+    assert run("${SET:-${UNSET}}") == "x" and missing == [], "an unused default is not read"
+    assert run("a ${UNSET} b") == "a ${UNSET} b" and missing == ["UNSET"]
+    assert run("$HOME ${ and ${SET:-open") == "$HOME ${ and ${SET:-open"

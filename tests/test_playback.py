@@ -35,6 +35,26 @@ def test_without_reports_playback_is_estimated_in_real_time():
     assert not ledger.is_playing(3, now=started + 10)
 
 
+def test_a_gap_in_sending_stalls_the_estimate():
+    """Audio sent after a pause in synthesis plays from when it arrives: the reply is still
+    playing (and heard only in part) until the late audio has had its time."""
+    ledger = PlaybackLedger()
+    ledger.begin_sentence(5, "One two three four.")
+    ledger.add_audio(5, 1.0)
+    ledger.sent(5, 1.0)
+    first = ledger._turns[5].plays_until
+    assert first is not None
+    ledger._turns[5].plays_until = first - 3.0  # sent 3 s ago: played, then 2 s of silence
+    ledger.begin_sentence(5, "Five six seven eight.")
+    ledger.add_audio(5, 2.0)
+    ledger.sent(5, 2.0)  # arrives now, after the gap
+    late = ledger._turns[5].plays_until
+    assert late is not None
+    assert ledger.is_playing(5, now=late - 1.0)
+    assert ledger.heard_text(5, now=late - 1.0) == ("One two three four. Five six", False)
+    assert not ledger.is_playing(5, now=late + 0.01)
+
+
 def test_played_never_exceeds_what_was_sent():
     ledger = PlaybackLedger()
     ledger.begin_sentence(1, "one two three four")

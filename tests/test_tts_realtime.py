@@ -285,6 +285,9 @@ def fake_engine_module(monkeypatch):
         accepted, calls = real_init_params(module, cls), []
 
         class FakeEngine:
+            # CoquiEngine's worker process and its pipe, which the adapter drives too
+            synthesize_process = parent_synthesize_pipe = None
+
             def __init__(self, **kwargs):
                 unknown = set(kwargs) - accepted
                 assert not unknown, f"{cls} has no parameters {unknown}"

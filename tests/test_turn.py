@@ -9,8 +9,8 @@ from harness import audio_steps, run_graph, run_node
 from speech_audio import conversation, wer
 
 from flowvoice.conversation import Conversation
+from flowvoice.conversation.endings import classify_ending
 from flowvoice.frames import Transcript, UserTurn, VADEvent
-from flowvoice.nodes.turn import classify_ending
 
 pytestmark = pytest.mark.anyio
 

@@ -32,6 +32,8 @@ QUESTIONS = (
     "Can you name a big animal?",
 )
 RATE = 16000
+#: What the user waits for: end of their speech -> the reply's first audio leaving the server.
+VOICE_TO_VOICE = "first_audio_sent"
 
 
 def speak(text: str) -> np.ndarray:
@@ -82,15 +84,31 @@ def measure(
 
 
 def main(
-    graph_path: str = "graphs/default.yaml", questions: int = 5, markdown: bool = False
+    graph_paths: list[str] | None = None,
+    questions: int = 5,
+    markdown: bool = False,
+    rounds: int = 1,
 ) -> int:
-    turns, rss_mb = measure(graph_path, min(questions, len(QUESTIONS)))
-    rows = percentile_table(turns)
+    """Time each graph on the same spoken questions; with several graphs, ``rounds`` rounds
+    take them in turn (so load on the machine falls on all alike) and a table compares them."""
+    graph_paths = graph_paths or ["default"]
+    questions = min(questions, len(QUESTIONS))
+    turns: dict[str, list[ChatTurn]] = {path: [] for path in graph_paths}
+    rss_mb = 0.0
+    for _ in range(max(1, rounds)):
+        for path in graph_paths:
+            answered, rss_mb = measure(path, questions)
+            turns[path] += answered
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     )
+    if len(graph_paths) > 1:
+        print(compare_table(turns, questions * max(1, rounds), machine, markdown))
+        return 0 if all(turns.values()) else 1
+    path, answered = graph_paths[0], turns[graph_paths[0]]
+    rows = percentile_table(answered)
     header = (
-        f"e2e benchmark: {graph_path}, {len(turns)} answered of {questions} spoken questions, "
+        f"e2e benchmark: {path}, {len(answered)} answered of {questions} spoken questions, "
         f"{machine}, {date.today()}"
     )
     if markdown:
@@ -103,6 +121,43 @@ def main(
         for stage, p50, peak, n in rows:
             print(f"  {stage:<18} p50 {p50:6.0f} ms   max {peak:6.0f} ms   ({n} turns)")
         print(f"  peak RSS {rss_mb:.0f} MB")
-    for turn in turns:
+    for turn in answered:
         print(f"  [{turn.turn}] {turn.user!r} -> {turn.assistant.strip()!r}")
-    return 0 if turns else 1
+    return 0 if answered else 1
+
+
+def compare_table(
+    turns: dict[str, list[ChatTurn]], spoken: int, machine: str, markdown: bool
+) -> str:
+    """p50 per stage, one column per graph, and each graph's voice-to-voice (first audio
+    sent) p50 as a share of the first graph's."""
+    paths = list(turns)
+    p50 = {path: {stage: p for stage, p, _, _ in percentile_table(turns[path])} for path in paths}
+    rows = [["from end of speech to", *paths]]
+    for stage in STAGES[1:]:
+        if any(stage in p50[path] for path in paths):
+            rows.append([f"{stage} p50 ms", *(_ms(p50[path].get(stage)) for path in paths)])
+    base = p50[paths[0]].get(VOICE_TO_VOICE)
+    rows.append(
+        [
+            f"{VOICE_TO_VOICE} vs {paths[0]}",
+            *(_ratio(p50[path].get(VOICE_TO_VOICE), base) for path in paths),
+        ]
+    )
+    rows.append(["answered", *(f"{len(turns[path])}/{spoken}" for path in paths)])
+    header = f"e2e benchmark, same questions, graphs in turn: {machine}, {date.today()}"
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join([header, "", *lines])
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}x"

@@ -30,6 +30,9 @@ class TurnPlayback:
     played_s: float | None = None
     first_sent_at: float | None = None
     last_sent_at: float | None = None
+    #: Monotonic time the listener's queue of sent audio runs dry: audio plays in order from
+    #: when it arrives, so a gap in sending stalls playback instead of advancing it.
+    plays_until: float | None = None
     #: Monotonic time TTS produced the turn's first audio (whether or not it was sent).
     first_audio_at: float | None = None
 
@@ -38,12 +41,13 @@ class TurnPlayback:
         return sum(s.seconds for s in self.sentences)
 
     def heard_s(self, now: float) -> float:
-        """Seconds the user has heard: the client's report, else real-time since first audio."""
+        """Seconds the user has heard: the client's report, else the sent audio less what is
+        still queued at the listener in real time."""
         if self.played_s is not None:
             return min(self.played_s, self.sent_s)
-        if self.first_sent_at is None:
+        if self.plays_until is None:
             return 0.0
-        return min(self.sent_s, now - self.first_sent_at)
+        return max(0.0, self.sent_s - max(0.0, self.plays_until - now))
 
 
 class PlaybackLedger:
@@ -66,8 +70,8 @@ class PlaybackLedger:
         held = time.monotonic() - self._paused_at
         self._paused_at = None
         for entry in self._turns.values():
-            if entry.first_sent_at is not None:
-                entry.first_sent_at += held
+            if entry.plays_until is not None:
+                entry.plays_until += held
 
     def _now(self, now: float | None) -> float:
         if now is not None:
@@ -98,9 +102,10 @@ class PlaybackLedger:
     def sent(self, turn: int, seconds: float) -> None:
         """A sink sent ``seconds`` of the turn's audio to the listener."""
         entry = self._turn(turn)
-        entry.last_sent_at = time.monotonic()
+        entry.last_sent_at = now = time.monotonic()
         if entry.first_sent_at is None:
-            entry.first_sent_at = entry.last_sent_at
+            entry.first_sent_at = now
+        entry.plays_until = max(entry.plays_until or now, now) + seconds
         entry.sent_s += seconds
 
     def played(self, turn: int, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from flowvoice.graph.errors import GraphError, Problem
 
 Loc = tuple[str | int, ...]
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -88,18 +89,59 @@ def _collect_lines(
             _collect_lines(item, (*loc, index), lines, problems, path)
 
 
+def expand(text: str, env: Mapping[str, str], missing: Callable[[str], None]) -> str:
+    """``text`` with its ``${VAR}`` / ``${VAR:-default}`` replaced; ``missing(name)`` is
+    called for a variable without a value or default (which is then kept as written)."""
+    out: list[str] = []
+    done = 0
+    while (start := text.find("${", done)) >= 0:
+        name = _NAME.match(text, start + 2)
+        after = name.end() if name else start + 2
+        if name and text.startswith("}", after):
+            default, end = None, after + 1
+        elif name and text.startswith(":-", after) and (close := _closing(text, after + 2)) > 0:
+            default, end = text[after + 2 : close], close + 1
+        else:  # not a variable reference: keep the text
+            out.append(text[done:after])
+            done = after
+            continue
+        out.append(text[done:start])
+        value = env.get(name.group())
+        if value or (value == "" and default is None):
+            out.append(value)
+        elif default is not None:
+            out.append(expand(default, env, missing))
+        else:
+            missing(name.group())
+            out.append(text[start:end])
+        done = end
+    return "".join(out) + text[done:]
+
+
+def _closing(text: str, start: int) -> int:
+    """Index of the ``}`` closing a ``${`` whose default begins at ``start``, or -1."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text.startswith("${", i):
+            depth += 1
+        elif text[i] == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+    return -1
+
+
 def interpolate(source: GraphSource, environ: dict[str, str] | None = None) -> list[Problem]:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value, in place."""
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value, in place.
+
+    As in a shell and in compose files, the default stands in for a variable that is unset
+    or empty, and may itself hold variables: ``${LLM_MODEL:-${OLLAMA_MODEL:-llama3.2:3b}}``.
+    """
     env = os.environ if environ is None else environ
     problems: list[Problem] = []
 
     def substitute(value: str, loc: Loc) -> str:
-        def one(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
+        def missing(name: str) -> None:
             problems.append(
                 source.problem(
                     loc,
@@ -108,9 +150,8 @@ def interpolate(source: GraphSource, environ: dict[str, str] | None = None) -> l
                     "to give a default)",
                 )
             )
-            return match.group(0)
 
-        return _VAR.sub(one, value)
+        return expand(value, env, missing)
 
     def walk(value: Any, loc: Loc) -> Any:
         if isinstance(value, dict):

@@ -76,6 +76,13 @@ def _assemble_gemma() -> Path:
     return target
 
 
+def default_gpu_layers() -> int:
+    """All layers (-1) when this llama.cpp build can offload to a GPU, else none (0)."""
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
 def _close(llama: weakref.ref[Any]) -> None:
     model = llama()
     if model is not None:
@@ -85,7 +92,7 @@ def _close(llama: weakref.ref[Any]) -> None:
 class _Model:
     """A loaded GGUF shared by every session (through a :class:`SharedEngine`)."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int):
+    def __init__(self, path: Path, n_ctx: int, threads: int, gpu_layers: int):
         from llama_cpp import Llama
 
         self.llama = Llama(
@@ -93,6 +100,7 @@ class _Model:
             n_ctx=n_ctx,
             n_threads=threads,
             n_threads_batch=threads,
+            n_gpu_layers=gpu_layers,
             verbose=False,
         )
         # Close at exit, while llama_cpp can still free it (its __del__ fails once the
@@ -112,6 +120,12 @@ class LlamaCppParams(LLMParams):
     )
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     threads: int = Field(0, ge=0, le=64, description="CPU threads; 0 uses all cores up to 4.")
+    n_gpu_layers: int | None = Field(
+        None,
+        ge=-1,
+        description="Model layers to run on the GPU (-1: all, 0: none); null: all when "
+        "llama-cpp-python was built with GPU support (CUDA, Metal, Vulkan), else none.",
+    )
     repeat_penalty: float = Field(
         1.1,
         ge=1.0,
@@ -143,10 +157,14 @@ class LlamaCpp(StreamingLLM):
             path = resolve_gguf(p.model)
         require("llama_cpp", "llama-cpp-python")
         threads = p.threads or min(4, os.cpu_count() or 1)
+        layers = default_gpu_layers() if p.n_gpu_layers is None else p.n_gpu_layers
+        label = f"llama.cpp {path.name}" + (
+            f", {'all' if layers < 0 else layers} layers on the GPU" if layers else ""
+        )
         self._model: SharedEngine[_Model] = await self.context.resources.get(
-            ("llm.llamacpp", str(path), p.n_ctx, threads),
-            lambda: SharedEngine(f"llama.cpp {path.name}", lambda: _Model(path, p.n_ctx, threads)),
-            label=f"llama.cpp {path.name}",
+            ("llm.llamacpp", str(path), p.n_ctx, threads, layers),
+            lambda: SharedEngine(label, lambda: _Model(path, p.n_ctx, threads, layers)),
+            label=label,
         )
         style = p.prompt_style
         if style == "auto":

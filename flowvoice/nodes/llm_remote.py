@@ -180,6 +180,10 @@ class OllamaLLM(RemoteLLM):
 # -- OpenAI-compatible ---------------------------------------------------------------------------
 
 
+#: OpenAI's own API, when neither ``base_url`` nor $OPENAI_BASE_URL names another server.
+OPENAI_API_URL = "https://api.openai.com/v1"
+
+
 class OpenAIParams(RemoteLLMParams):
     model: str = Field("gpt-4o-mini", description="Model name on the server.")
     base_url: str | None = Field(
@@ -231,7 +235,9 @@ class OpenAILLM(RemoteLLM):
             key = "no-key-required"
         self._client = openai.AsyncOpenAI(
             api_key=key,
-            base_url=base_url,
+            # explicit: the client would take an empty $OPENAI_BASE_URL (as compose passes an
+            # unset variable) for the URL
+            base_url=base_url or OPENAI_API_URL,
             timeout=openai.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s)),
             max_retries=0,  # retried here, before the first token only
         )

@@ -95,8 +95,9 @@ class WhisperParams(NodeParams):
     )
     compute_type: str = Field(
         "default",
-        description="CTranslate2 compute type; 'default' is int8 on CPU and float16 on CUDA "
-        "(others: int8_float16, float16, float32).",
+        description="CTranslate2 compute type; 'default' is int8 on CPU, float16 on a GPU "
+        "that supports it (compute capability 7.0+) and CTranslate2's own choice ('auto') on "
+        "older GPUs; others: auto, int8, int8_float16, float16, float32.",
     )
     beam_size: int = Field(1, ge=1, le=10, description="Beam size (1 = greedy, fastest).")
     language: str | None = Field(
@@ -180,6 +181,16 @@ class Decoding:
 
 #: What stt.whisper did before the worst case was bounded (compared in flowvoice bench whisper).
 UNBOUNDED = Decoding(temperature=FALLBACK_TEMPERATURES, max_decode_s=None, bound_tokens=False)
+
+
+def default_compute_type(device: str) -> str:
+    """int8 on the CPU; on CUDA float16 where the GPU supports it, else ``auto``
+    (CTranslate2 refuses an explicit float16 below compute capability 7.0, e.g. on Pascal)."""
+    if device != "cuda":
+        return "int8"
+    import ctranslate2
+
+    return "float16" if "float16" in ctranslate2.get_supported_compute_types("cuda") else "auto"
 
 
 def check_language(language: str | None, multilingual: bool, model: str) -> None:
@@ -443,7 +454,7 @@ class WhisperSTT(Node):
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         compute_type = p.compute_type
         if compute_type == "default":
-            compute_type = "float16" if device == "cuda" else "int8"
+            compute_type = default_compute_type(device)
         threads = p.cpu_threads or min(4, os.cpu_count() or 1)
         label = f"whisper {p.model} ({device}, {compute_type})"
         self._whisper: SharedEngine[_Whisper] = await self.context.resources.get(

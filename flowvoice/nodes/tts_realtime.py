@@ -1,11 +1,18 @@
 """Text to speech through RealtimeTTS engines: ``tts.kokoro``, ``tts.coqui``, ``tts.orpheus``.
 
 One adapter, :class:`RealtimeTTSNode`, drives any RealtimeTTS ``BaseEngine`` directly (no
-``TextToAudioStream``: the graph's ``text.sentences`` node already splits the reply): each
+``TextToAudioStream``: the graph's ``text.sentences`` node already splits the reply, and the
+stream's own sentence splitting, threads and buffering would only add latency): each
 ``Sentence`` goes to ``engine.synthesize`` in a worker thread, the chunks the engine puts on
 its queue are converted to PCM16 ``AudioFrame``s at the engine's rate as they come. An
 interrupt sets the engine's stop event and drops whatever it still produces. A loaded engine
 is shared by every session of the process (one synthesis at a time).
+
+Driving engines directly uses parts of RealtimeTTS that its stream uses but does not document:
+each engine's ``queue`` (replaced by a sink), ``timings`` and ``stop_synthesis_event``, and
+CoquiEngine's ``parent_synthesize_pipe`` and ``synthesize_process``. They were read and tested
+against RealtimeTTS 0.8.10 (tests/test_tts_realtime_engines.py runs the real engine classes),
+and the extras pin ``realtimetts<0.9``; :class:`LoadedEngine` checks them at setup.
 
 The engines fetch weights from the Hugging Face hub the first time they run. Offline, that
 fails late or hangs (Coqui waits forever for its worker process), so each node checks for
@@ -15,13 +22,16 @@ download command. ``tts.realtimetts`` runs any other engine class by import path
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import importlib.util
 import logging
 import os
+import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -38,6 +48,9 @@ from flowvoice.nodes.tts import Push, _TTSNode
 from flowvoice.runtime.engine import SharedEngine
 
 log = logging.getLogger(__name__)
+
+#: Text the engines can say something for (Kokoro fails on '...' with no audio).
+SPEAKABLE = re.compile(r"\w")
 
 #: PortAudio sample formats that engines report in ``get_stream_info()``.
 PA_FLOAT32, PA_INT32, PA_INT16 = 1, 2, 8
@@ -89,7 +102,9 @@ class LoadedEngine:
 
     def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> bool:
         """Synthesize ``text`` (blocking, holding the engine), pushing PCM16 chunks; stops soon
-        after ``cancelled``."""
+        after ``cancelled``. Text without a word to say (``...``, ``*``) is done at once."""
+        if not SPEAKABLE.search(text):
+            return True
 
         def forward(chunk: Any) -> None:
             if cancelled.is_set():
@@ -99,14 +114,82 @@ class LoadedEngine:
             if len(samples):
                 push(samples)
 
+        self.settle()
         self._sink.target = forward
         try:
-            return self.engine.synthesize(text) is not False or cancelled.is_set()
+            done = self.engine.synthesize(text) is not False
+            if not done and cancelled.is_set():
+                self.stopped()
+            return done or cancelled.is_set()
         except Exception:  # an engine bug must cost one sentence, not the session
             log.exception("%s failed on %r", type(self.engine).__name__, text[:60])
             return False
         finally:
             self._sink.target = None
+            self._forget_timings()
+
+    def settle(self) -> None:
+        """Before a synthesis: clear what an earlier stopped one left in the engine."""
+
+    def stopped(self) -> None:
+        """After a synthesis the stop event ended early (holding the engine)."""
+
+    def _forget_timings(self) -> None:
+        """Drop the word timings the engine recorded (RealtimeTTS's stream reads them; nobody
+        does here, and Kokoro adds one per word forever)."""
+        timings = getattr(self.engine, "timings", None)
+        while timings is not None:
+            try:
+                timings.get_nowait()
+            except queue.Empty:
+                break
+        if hasattr(self.engine, "reset_audio_duration"):
+            self.engine.reset_audio_duration()  # the offset of the next timings
+
+
+class CoquiLoadedEngine(LoadedEngine):
+    """CoquiEngine: its ``synthesize`` returns as soon as the stop event is set, leaving the
+    XTTS process's remaining chunks and its "finished" in the pipe; the next sentence would
+    read them as its own (the previous sentence's audio, then an early end). After a stop the
+    pipe is read up to that "finished" (bounded; what is left is read before the next
+    synthesis)."""
+
+    #: How long the XTTS process gets to notice the stop and finish its current chunk.
+    DRAIN_TIMEOUT_S = 10.0
+
+    def __init__(self, engine: Any):
+        super().__init__(engine)
+        for name in ("parent_synthesize_pipe", "synthesize_process"):
+            if not hasattr(engine, name):
+                raise NodeSetupError(
+                    f"this RealtimeTTS CoquiEngine has no {name!r}: flowvoice's tts.coqui "
+                    "was checked against RealtimeTTS 0.8.x (pip install 'realtimetts<0.9')"
+                )
+        self._unsettled = False
+
+    def stopped(self) -> None:
+        self._unsettled = True
+        self.settle()
+
+    def settle(self) -> None:
+        if self._unsettled:
+            self._unsettled = not self._drain(self.DRAIN_TIMEOUT_S)
+            if self._unsettled:
+                log.warning(
+                    "Coqui XTTS did not finish a stopped sentence within %.0f s",
+                    self.DRAIN_TIMEOUT_S,
+                )
+
+    def _drain(self, timeout_s: float) -> bool:
+        """Read the pipe up to the end of the stopped synthesis; False on timeout."""
+        pipe = self.engine.parent_synthesize_pipe
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if pipe.poll(min(left, 0.1)):
+                status, _ = pipe.recv()
+                if status in ("finished", "error", "shutdown"):
+                    return True
+        return False
 
 
 class RealtimeTTSParams(NodeParams):
@@ -125,6 +208,8 @@ class RealtimeTTSNode(_TTSNode):
     #: The pip extra that installs the engine (named in setup errors).
     extra: ClassVar[str] = "pip install 'flowvoice[realtimetts]'"
     engine_label: ClassVar[str] = "RealtimeTTS engine"
+    #: How the constructed engine is driven.
+    loaded_engine: ClassVar[type[LoadedEngine]] = LoadedEngine
 
     def check_weights(self) -> None:
         """Raise NodeSetupError when the engine's weights are not on this machine."""
@@ -151,9 +236,10 @@ class RealtimeTTSNode(_TTSNode):
             self.create_engine,
             self.params,
         )
+        loaded = self.loaded_engine
         self.engine = await self.context.resources.get(
             self.resource_key(),
-            lambda: SharedEngine(label, lambda: LoadedEngine(create(params))),
+            lambda: SharedEngine(label, lambda: loaded(create(params))),
             label=label,
         )
         self.sample_rate = self.engine.engine.sample_rate
@@ -280,6 +366,7 @@ class CoquiTTS(RealtimeTTSNode):
     params: CoquiParams
     extra = "pip install 'flowvoice[coqui]'"
     engine_label = "Coqui XTTS-v2"
+    loaded_engine = CoquiLoadedEngine
 
     def model_dir(self) -> Path:
         return Path(self.params.models_path).expanduser() / self.params.version
@@ -302,7 +389,7 @@ class CoquiTTS(RealtimeTTSNode):
     @classmethod
     def create_engine(cls, p: CoquiParams) -> Any:
         engine_module = cls._require("RealtimeTTS.engines.coqui_engine", "coqui-tts")
-        return engine_module.CoquiEngine(
+        engine = engine_module.CoquiEngine(
             specific_model=p.version,
             local_models_path=str(Path(p.models_path).expanduser()),
             voice=p.voice,
@@ -311,6 +398,22 @@ class CoquiTTS(RealtimeTTSNode):
             stream_chunk_size=p.stream_chunk_size,
             device=None if p.device == "auto" else p.device,
         )
+        atexit.register(stop_coqui_worker, engine)
+        return engine
+
+
+def stop_coqui_worker(engine: Any) -> None:
+    """End a CoquiEngine's XTTS process (not a daemon: at exit the interpreter would wait
+    for it forever, and ``docker stop`` for its 10 s)."""
+    process = getattr(engine, "synthesize_process", None)
+    if process is None:
+        return
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
 
 
 # -- Orpheus -----------------------------------------------------------------------------------

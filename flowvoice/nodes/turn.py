@@ -15,52 +15,22 @@ a pause, release it when the turn commits).
 
 from __future__ import annotations
 
-import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from pydantic import Field, model_validator
 
 from flowvoice.conversation import Conversation
 from flowvoice.conversation.bargein import BargeIn, BargeInParams
+from flowvoice.conversation.endings import classify_ending
 from flowvoice.conversation.speculation import Speculation, SpeculationParams
 from flowvoice.frames import Frame, Transcript, UserTurn, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, Port
 
-Ending = Literal["complete", "incomplete", "open"]
-
-_CONTINUATION_WORDS = """
-and or but so because cause since although though unless until while whereas if than as to
-the a an my your our their that which who whose where when of for with without from into onto
-at between like um uh er erm hmm ah also plus
-"""
-#: Words that leave a clause unfinished when the user pauses after them.
-CONTINUATIONS = frozenset(_CONTINUATION_WORDS.split())
 #: While a stretched wait runs, how often to look whether the held reply is ready.
 READY_POLL_S = 0.02
-_WORD = re.compile(r"[\w']+")
-
-
-def classify_ending(text: str) -> Ending:
-    """How a transcript ends: a finished sentence, an unfinished clause, or unknown.
-
-    "?" and "!" finish a sentence; a trailing continuation word ("and", "to", "um", ...),
-    comma, colon, dash or ellipsis leaves it unfinished, even before a final "." (Whisper
-    often closes a paused fragment with one); a "." finishes anything else.
-    """
-    text = text.strip().strip("\"')]")
-    if not text:
-        return "open"
-    if text.endswith(("...", "\u2026", ",", ";", ":", "-", "\u2013", "\u2014")):
-        return "incomplete"
-    if text[-1] in "?!":
-        return "complete"
-    words = _WORD.findall(text.lower())
-    if words and words[-1] in CONTINUATIONS:
-        return "incomplete"
-    return "complete" if text[-1] == "." else "open"
 
 
 class ConversationParams(BargeInParams, SpeculationParams):

@@ -10,11 +10,13 @@ ends give a hold time, measured from the end of speech, instead of a yes/no:
 - unsure (``p >= unlikely_p``): ``unsure_ms``;
 - unlikely: the turn is scored again at ``rescore_ms`` of silence (the model then hears the
   silence too); still unlikely, it commits at ``max_wait_ms``, the hard cap;
-- whatever the score, text that ends on an unfinished clause (a trailing "the", "and",
-  "um", a comma, "would be", a number, ...) waits ``unfinished_ms``. Whisper's closing "?" or
-  "." is not trusted there: it punctuates a paused "Can you tell me about the" as "about
-  that?". Measured on synthetic speech (``flowvoice bench turns``), Smart Turn alone scores
-  many such fragments as finished: TTS voices end every fragment with a final fall.
+- whatever the score, text that leaves the turn unfinished (a trailing "the", "and", "um",
+  a comma, "would be", a dictated number, "If it rains tomorrow", "Can you", ...: see
+  :func:`flowvoice.conversation.endings.unfinished`) waits ``unfinished_ms``. Whisper's
+  closing "?" or "." is not trusted there: it punctuates a paused "Can you tell me about the"
+  as "about that?". Measured on synthetic speech (``flowvoice bench turn-scores``), Smart
+  Turn alone scores about half such fragments as finished: TTS voices end every fragment
+  with a final fall.
 
 Until a score is in, the wait is the cap, so a slow model call delays the commit instead of
 cutting the user off. Speech that resumes drops a pending or stale score (a generation count).
@@ -25,7 +27,6 @@ speculation work as in ``turn.dynamic``.
 from __future__ import annotations
 
 import collections
-import re
 from typing import Any
 
 import anyio
@@ -33,36 +34,11 @@ import anyio.to_thread
 import numpy as np
 from pydantic import Field, model_validator
 
+from flowvoice.conversation.endings import unfinished
 from flowvoice.frames import AudioFrame, Frame, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError, Port
-from flowvoice.nodes.turn import ConversationParams, TurnDetector, classify_ending
-
-#: Besides turn.dynamic's continuation words, endings that leave a sentence open: a verb
-#: still waiting for its complement ("it would be", "you should") or a number being dictated.
-#: Not "is": "Explain what photosynthesis is." ends a question.
-_OPEN_ENDING_WORDS = """
-    be been being would should could might must
-    zero oh one two three four five six seven eight nine ten eleven twelve
-    thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty
-    sixty seventy eighty ninety hundred thousand
-"""
-OPEN_ENDINGS = frozenset(_OPEN_ENDING_WORDS.split())
-_LAST_WORD = re.compile(r"([\w']+)\W*$")
-
-
-def unfinished(text: str) -> bool:
-    """The transcript ends on an unfinished clause, whatever closing punctuation Whisper gave
-    (it writes a paused "Can you tell me about the" as "about that?"): a continuation word, a
-    filler, a comma, an open verb, or a number (digits or words) that may go on."""
-    text = text.rstrip()
-    if not text.endswith(("...", "\u2026")):
-        text = text.rstrip("?!.")
-    if classify_ending(text) == "incomplete":
-        return True
-    last = _LAST_WORD.search(text.lower())
-    return last is not None and (last.group(1) in OPEN_ENDINGS or last.group(1).isdigit())
-
+from flowvoice.nodes.turn import ConversationParams, TurnDetector
 
 #: Audio kept before the speech start, as Smart Turn was trained (pipecat keeps 0.5 s).
 PREROLL_S = 0.5
@@ -71,6 +47,9 @@ WINDOW_S = 8.0
 
 
 class SmartTurnParams(ConversationParams):
+    """Defaults calibrated with ``flowvoice bench turn-scores`` (docs/benchmarks.md): the
+    fastest setting that cuts off at most 5 % of the corpus's mid-turn pauses."""
+
     model: str = Field(
         "", description="Smart Turn v3.x ONNX file; empty: the v3.2 model shipped in flowvoice."
     )
@@ -79,15 +58,15 @@ class SmartTurnParams(ConversationParams):
         200, ge=0, le=5000, description="Silence after the end of speech at which it is scored."
     )
     confident_p: float = Field(
-        0.5, gt=0, le=1, description="Probability at or above which the turn is finished."
+        0.9, gt=0, le=1, description="Probability at or above which the turn is finished."
     )
     unlikely_p: float = Field(
-        0.1, ge=0, le=1, description="Probability below which the user is likely to go on."
+        0.05, ge=0, le=1, description="Probability below which the user is likely to go on."
     )
     confident_ms: int = Field(
         250, ge=0, le=10000, description="Silence before committing a confidently finished turn."
     )
-    unsure_ms: int = Field(700, ge=0, le=10000, description="Silence when unsure.")
+    unsure_ms: int = Field(900, ge=0, le=10000, description="Silence when unsure.")
     rescore_ms: int = Field(
         1000, ge=0, le=10000, description="Silence after which an unlikely end is scored again."
     )
@@ -116,6 +95,20 @@ class SmartTurnParams(ConversationParams):
         if self.unfinished_ms > self.max_wait_ms:
             raise ValueError("expected unfinished_ms <= max_wait_ms")
         return self
+
+
+def hold_ms(probability: float | None, text: str, params: SmartTurnParams) -> int:
+    """Silence after the end of speech before committing a turn that Smart Turn scored
+    ``probability`` (None: not scored yet, so the cap) and whose transcript is ``text``."""
+    if probability is None:
+        return params.max_wait_ms  # the score's arrival re-plans the wait
+    if probability >= params.confident_p:
+        wait = params.confident_ms
+    elif probability >= params.unlikely_p:
+        wait = params.unsure_ms
+    else:
+        wait = params.max_wait_ms
+    return max(wait, params.unfinished_ms) if unfinished(text) else wait
 
 
 @register("turn.smart")
@@ -158,16 +151,7 @@ class SmartTurn(TurnDetector):
         return self.params.max_wait_ms
 
     def wait_ms(self, text: str) -> int:
-        p, params = self._probability, self.params
-        if p is None:
-            return params.max_wait_ms  # not scored yet: the score's arrival re-plans the wait
-        if p >= params.confident_p:
-            wait = params.confident_ms
-        elif p >= params.unlikely_p:
-            wait = params.unsure_ms
-        else:
-            wait = params.max_wait_ms
-        return max(wait, params.unfinished_ms) if unfinished(text) else wait
+        return hold_ms(self._probability, text, self.params)
 
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, AudioFrame):

@@ -55,6 +55,8 @@ const fv = (window.flowvoice = {
   micStartedAt: null, // the microphone was opened (a fake one starts its file then)
   playedMs: {}, // turn -> ms of its audio played so far
   playStartedAt: {}, // turn -> when its audio was first heard
+  firstAudioAt: {}, // turn -> when its first audio message arrived
+  heardMs: {}, // turn -> end of the user's speech -> reply first heard here (see heardLatency)
   lastPlayedAt: {}, // turn -> when its played time last grew
   playing: false,
   underruns: 0, // a reply ran dry mid-way (the jitter buffer then grows)
@@ -75,6 +77,8 @@ let reconnectTimer = null;
 let flushedBefore = 0; // audio of older turns was interrupted: drop it
 let pendingUser = null; // user bubble being transcribed, not yet a committed turn
 const replies = new Map(); // turn -> {bubble, text, index}
+const latencies = new Map(); // turn -> the server's latency_ms (metrics event)
+const latencyTitles = new Map(); // turn -> its row title in the latency panel
 
 // -- state and messages ------------------------------------------------------------------
 
@@ -162,7 +166,10 @@ function onPlayback({ playing, samples, turns, underruns, flushed }) {
   fv.underruns = underruns;
   fv.playing = playing;
   for (const [turn, ms] of turns) {
-    if (!(turn in fv.playStartedAt)) fv.playStartedAt[turn] = now;
+    if (!(turn in fv.playStartedAt)) {
+      fv.playStartedAt[turn] = now;
+      heardLatency(turn);
+    }
     fv.playedMs[turn] = ms;
     fv.lastPlayedAt[turn] = now;
     send({ type: "played", turn, ms: Math.round(ms) });
@@ -283,6 +290,7 @@ function onAudio(buffer) {
   if (turn < flushedBefore) fv.staleAudioMessages++;
   if (turn < flushedBefore || !audio) return;
   fv.audioMessages++;
+  if (!(turn in fv.firstAudioAt)) fv.firstAudioAt[turn] = performance.now();
   const pcm = buffer.slice(HEADER_BYTES);
   audio.playback.port.postMessage({ type: "audio", turn, rate, pcm }, [pcm]);
 }
@@ -326,7 +334,9 @@ function onEvent(event) {
       break;
     case "metrics":
       fv.metrics.push(event);
+      latencies.set(event.turn, event.latency_ms || {});
       showLatency(event.turn, event.latency_ms || {});
+      heardLatency(event.turn);
       break;
     case "error":
       fv.errors.push(event);
@@ -368,6 +378,10 @@ function newConversation() {
   replies.clear();
   fv.playedMs = {};
   fv.playStartedAt = {};
+  fv.firstAudioAt = {};
+  fv.heardMs = {};
+  latencies.clear();
+  latencyTitles.clear();
   fv.lastPlayedAt = {};
   if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: Infinity, reset: true });
 }
@@ -416,6 +430,17 @@ function appendReply(turn, text, final) {
   entry.bubble.scrollIntoView({ block: "end" });
 }
 
+// Voice-to-voice as the user hears it: the server's end of speech -> first audio sent, plus
+// the time that audio then waited here (transit on the socket aside) before it played.
+function heardLatency(turn) {
+  const sent = (latencies.get(turn) || {}).first_audio_sent;
+  if (sent === undefined || !(turn in fv.playStartedAt) || !(turn in fv.firstAudioAt)) return;
+  if (turn in fv.heardMs) return;
+  fv.heardMs[turn] = sent + Math.max(0, fv.playStartedAt[turn] - fv.firstAudioAt[turn]);
+  const title = latencyTitles.get(turn);
+  if (title) title.textContent += `, heard at ${Math.round(fv.heardMs[turn])} ms`;
+}
+
 function showLatency(turn, latency) {
   const total = latency.first_audio_sent;
   if (total === undefined) return;
@@ -423,6 +448,7 @@ function showLatency(turn, latency) {
   const title = document.createElement("div");
   title.className = "latency-title";
   title.textContent = `turn ${turn}: voice-to-voice ${Math.round(total)} ms`;
+  latencyTitles.set(turn, title);
   const bar = document.createElement("div");
   bar.className = "latency-bar";
   const table = document.createElement("dl");

@@ -108,6 +108,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.dryTurn = null;
     this.playing = true;
     this.waitingSince = null;
+    if (!this.playedMs.has(turn)) {
+      this.playedMs.set(turn, 0); // report the turn's start now, not 100 ms into it
+      this.changed.add(turn);
+    }
     this.report();
   }
 
