@@ -184,7 +184,9 @@ class SharedEngine(Generic[E]):
                 log.warning("reloaded %s in %.2f s", self.label, time.perf_counter() - start)
         return self._instance
 
-    async def _watch(self, instance: _Instance[E], timeout_s: float, scope: Any) -> None:
+    async def _watch(
+        self, instance: _Instance[E], timeout_s: float, scope: anyio.CancelScope
+    ) -> None:
         """Cancel ``scope`` once ``instance`` hangs (whichever call notices it first)."""
         while not instance.hung:
             await anyio.sleep(min(_POLL_S * 5, timeout_s / 4))
