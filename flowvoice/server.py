@@ -36,6 +36,7 @@ from flowvoice.health import (
     watch_engines,
 )
 from flowvoice.keepalive import TimedWebSocket, uvicorn_keepalive
+from flowvoice.native_memory import keep_large_buffers_off_the_heap
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.tls import TLSFiles
@@ -281,6 +282,8 @@ def serve(
             file=sys.stderr,
         )
     ssl_files = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
+
+    keep_large_buffers_off_the_heap()
 
     async def main() -> None:
         seconds = await prewarm(graph)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import platform
 import socket
 
 import fault_nodes  # noqa: F401  (registers soak.turns)
@@ -33,6 +34,7 @@ from serving import RunningServer, running_server, speech_graph
 
 from flowvoice.bench.soak import flat_after_warmup, soak, table
 from flowvoice.graph.spec import load_graph
+from flowvoice.native_memory import keep_large_buffers_off_the_heap
 from flowvoice.runtime.trace import STAGES, Tracer
 from flowvoice.server import bind_socket, create_app
 
@@ -124,6 +126,11 @@ def test_the_trace_keeps_only_the_most_recent_turns() -> None:
     for turn in range(1, 11):
         tracer.mark(turn, STAGES[0])
     assert list(tracer.turns) == [7, 8, 9, 10]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+def test_large_buffers_are_kept_off_the_heap_on_glibc() -> None:
+    assert keep_large_buffers_off_the_heap()
 
 
 @pytest.mark.slow

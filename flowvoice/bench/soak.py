@@ -23,6 +23,7 @@ from flowvoice.bench.load import spoken_questions
 from flowvoice.bench.load_client import Exchange, converse
 from flowvoice.bench.load_point import percentile
 from flowvoice.graph.spec import LoadedGraph, load_graph
+from flowvoice.native_memory import keep_large_buffers_off_the_heap
 from flowvoice.nodes.llm import LlamaCpp
 from flowvoice.server import create_app, prewarm
 from flowvoice.testing.app_server import RunningServer, running_server
@@ -90,6 +91,7 @@ def soak(
     """Converse ``turns`` turns with ``graph`` and measure every ``window`` turns (each
     measured window also goes to ``on_window``)."""
     psutil = psutil_module()
+    keep_large_buffers_off_the_heap()  # as flowvoice run does
     result = Soak(graph.name)
     current = Window(0)
     with running_server(create_app(graph)) as server:
