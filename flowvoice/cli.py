@@ -32,6 +32,7 @@ examples:
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
   flowvoice bench turn-scores                          calibrate turn.smart's thresholds
   flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
+  flowvoice bench realtime --rounds 2                   voice-to-voice: /ws against /v1/realtime
 """
 
 
@@ -73,14 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve a graph (browser chat when it has WebSocket nodes)")
+    run = sub.add_parser(
+        "run",
+        help="serve a graph (browser chat when it has WebSocket nodes)",
+        epilog="With the webrtc extra the page may use WebRTC (open it with ?transport=webrtc); "
+        "$FLOWVOICE_ICE_SERVERS (JSON list of STUN/TURN servers) and "
+        "$FLOWVOICE_WEBRTC_MAX_PEERS (default 16) set it up.",
+    )
     _add_graph_args(run)
     run.add_argument("--host", help="bind address (default: the graph's server.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (default: the graph's server.port, 8000)")
     run.add_argument(
         "--token",
         default=os.environ.get("FLOWVOICE_TOKEN"),
-        help="require ?token=... on the WebSocket (default: $FLOWVOICE_TOKEN)",
+        help="require ?token=... on the WebSocket and the WebRTC offer (default: $FLOWVOICE_TOKEN)",
     )
     add_server_options(run)
     tls.add_arguments(run)
@@ -121,12 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
             "whisper",
             "turns",
             "turn-scores",
+            "transports",
+            "realtime",
             "soak",
         ],
         help="which benchmark",
     )
     bench.add_argument("--frames", type=int, default=20000, help="runtime, pipecat: frames")
-    bench.add_argument("--repeats", type=int, default=20, help="pipecat: interrupts to time")
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        help="pipecat: interrupts to time (20); transports: sessions per transport (3)",
+    )
     bench.add_argument(
         "--plot", metavar="PNG", help="pipecat, load, turns: also save plots (matplotlib)"
     )
@@ -140,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
     bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
-        "--rounds", type=int, default=1, help="e2e with several --graph: rounds taking them in turn"
+        "--rounds",
+        type=int,
+        default=1,
+        help="e2e with several --graph: rounds taking them in turn; realtime: times each "
+        "question is asked through each protocol",
     )
     bench.add_argument(
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
@@ -285,6 +302,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             serve(graph, host, port, token=args.token, tls=tls_files)
         except OSError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
+        except ValueError as exc:  # a bad server setting in the environment
+            raise CliError(str(exc)) from None
         return EXIT_OK
     import anyio
 
@@ -306,7 +325,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.pipecat_compare import main as bench_pipecat
 
         return bench_pipecat(
-            markdown=args.markdown, frames=args.frames, repeats=args.repeats, plot_path=args.plot
+            markdown=args.markdown,
+            frames=args.frames,
+            repeats=args.repeats or 20,
+            plot_path=args.plot,
         )
     if args.name == "load":
         from flowvoice.bench.load import main as bench_load
@@ -316,6 +338,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             graphs, args.sessions, args.questions, args.markdown, args.plot, args.json
         )
     graph = (args.graph or ["default"])[0]
+    if args.name == "transports":
+        from flowvoice.bench.transports import main as bench_transports
+
+        return bench_transports(graph, args.repeats or 3, args.markdown)
     if args.name == "bargein":
         from flowvoice.bench.bargein import main as bench_bargein
 
@@ -343,6 +369,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flowvoice.bench.turn_scores import main as bench_turn_scores
 
         return bench_turn_scores(args.json, args.markdown, args.scores)
+    if args.name == "realtime":
+        from flowvoice.bench.realtime import main as bench_realtime
+
+        _load(graph, [])  # a bad graph: a clear error, no traceback
+        return bench_realtime(graph, args.rounds, args.markdown)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 

@@ -26,10 +26,15 @@ class Frame:
 
 @dataclass(slots=True, kw_only=True)
 class AudioFrame(Frame):
-    """Mono PCM16 audio: ``samples`` is a 1-D ``np.int16`` array at ``sample_rate`` Hz."""
+    """Mono PCM16 audio: ``samples`` is a 1-D ``np.int16`` array at ``sample_rate`` Hz.
+
+    ``final`` marks the last audio of an assistant reply (TTS sends one after the reply's final
+    sentence, often with no samples), so sinks know when a reply has been spoken out.
+    """
 
     samples: np.ndarray
     sample_rate: int
+    final: bool = False
 
     @property
     def duration_s(self) -> float:

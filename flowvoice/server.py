@@ -1,7 +1,8 @@
 """The browser conversation server: Starlette app, one session per WebSocket connection.
 
 Routes: the static client at ``/`` (``flowvoice/web``), the WebSocket at ``/ws`` (wire
-protocol in :mod:`flowvoice.transport`), ``/health`` and ``/metrics`` (Prometheus text).
+protocol in :mod:`flowvoice.transport`), the OpenAI Realtime API at ``/v1/realtime``
+(:mod:`flowvoice.realtime_api`), ``/health`` and ``/metrics`` (Prometheus text).
 Models are shared by every session through the process-wide resource cache.
 """
 
@@ -16,11 +17,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -38,9 +40,16 @@ from flowvoice.health import (
 from flowvoice.keepalive import TimedWebSocket, uvicorn_keepalive
 from flowvoice.native_memory import keep_large_buffers_off_the_heap
 from flowvoice.prometheus import ServerMetrics
+from flowvoice.realtime_api.transport import RealtimeTransport, realtime_subprotocol, realtime_token
 from flowvoice.runtime.session import Session, SessionError
 from flowvoice.tls import TLSFiles
-from flowvoice.transport import INTERNAL, NODE_FAILED, Limits, WebSocketTransport
+from flowvoice.transport import (
+    INTERNAL,
+    NODE_FAILED,
+    BrowserTransport,
+    Limits,
+    WebSocketTransport,
+)
 
 log = logging.getLogger("flowvoice.server")
 
@@ -95,7 +104,9 @@ class VoiceServer:
         self.metrics = ServerMetrics()
         for e in graph.edges:
             self.metrics.edge_drops[e.name] = 0
-        self.live: dict[int, tuple[Session, WebSocketTransport]] = {}
+        self.live: dict[int, tuple[Session, BrowserTransport]] = {}
+        #: The WebRTC gateway (``flowvoice.webrtc.WebRTCGateway``) when aiortc is installed.
+        self.webrtc: Any = None
         apply_engine_settings(graph.server)
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -114,13 +125,15 @@ class VoiceServer:
         )
 
     # -- WebSocket ----------------------------------------------------------------------------
-    def refusal(self, websocket: WebSocket) -> str | None:
-        """Why this connection must be refused, or None."""
-        origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
+    def refusal(self, connection: HTTPConnection, given: str | None = None) -> str | None:
+        """Why this connection (a WebSocket or a WebRTC offer) must be refused, or None
+        (``given``: the client's token, by default ``?token=``)."""
+        origin, host = connection.headers.get("origin"), connection.headers.get("host")
         if not origin_allowed(origin, host, self.allowed_origins):
             return f"origin {origin!r} not allowed"
         if self.token is not None:
-            given = websocket.query_params.get("token", "")
+            if given is None:
+                given = connection.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return "missing or wrong token"
         return None
@@ -134,8 +147,32 @@ class VoiceServer:
         await websocket.accept()
         spec = self.graph.server
         timed = TimedWebSocket(websocket, spec.idle_timeout_s, spec.write_timeout_s)
-        transport = WebSocketTransport(timed, self.limits)
+        try:
+            await self.run_session(WebSocketTransport(timed, self.limits), websocket.client)
+        finally:
+            if timed.reason:
+                log.warning("WebSocket from %s closed: %s", websocket.client, timed.reason)
+
+    async def realtime(self, websocket: WebSocket) -> None:
+        """The OpenAI Realtime API; the token may come as a Bearer header or subprotocol."""
+        reason = self.refusal(websocket, realtime_token(websocket))
+        if reason:
+            log.warning("refused Realtime WebSocket from %s: %s", websocket.client, reason)
+            await websocket.close(code=1008)
+            return
+        await websocket.accept(subprotocol=realtime_subprotocol(websocket))
+        transport = RealtimeTransport(websocket)
         session = Session(self.graph, services=[transport])
+        transport.attach(session, websocket.query_params.get("model") or "flowvoice")
+        await self.run_session(transport, websocket.client, session)
+
+    async def run_session(
+        self, transport: BrowserTransport, client: object, session: Session | None = None
+    ) -> None:
+        """One conversation over ``transport`` (in ``session``, by default a new one), until
+        the client or the session ends."""
+        if session is None:
+            session = Session(self.graph, services=[transport])
 
         def forward(event: dict) -> None:
             self.metrics.observe_event(event)
@@ -146,7 +183,7 @@ class VoiceServer:
         self.metrics.sessions_active += 1
         self.metrics.sessions_total += 1
         self.live[session.id] = (session, transport)
-        log.info("session %d started (%s)", session.id, websocket.client)
+        log.info("session %d started (%s)", session.id, client)
         try:
             await self._converse(session, transport)
         finally:
@@ -155,12 +192,10 @@ class VoiceServer:
             self.metrics.edge_drops.update(session.drops())
             self.metrics.input_drops += transport.inbox_dropped
             self.metrics.protocol_errors.update(transport.protocol_errors)
-            if timed.reason:
-                log.warning("session %d closed: %s", session.id, timed.reason)
             log.info("session %d ended", session.id)
 
-    async def _converse(self, session: Session, transport: WebSocketTransport) -> None:
-        """Run the session beside the socket's reader and writer; whichever ends first
+    async def _converse(self, session: Session, transport: BrowserTransport) -> None:
+        """Run the session beside the transport's reader and writer; whichever ends first
         (client gone, send failed, session over) ends the others."""
         async with anyio.create_task_group() as tg:
 
@@ -215,11 +250,24 @@ def create_app(
             Route("/health", server.health),
             Route("/metrics", server.prometheus),
             WebSocketRoute("/ws", server.websocket),
+            *webrtc_routes(server),
+            WebSocketRoute("/v1/realtime", server.realtime),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
         ]
     )
     app.state.server = server
     return app
+
+
+def webrtc_routes(server: VoiceServer) -> list[Route]:
+    """``POST /webrtc/offer`` when aiortc is installed (the ``webrtc`` extra), else none
+    (the page then falls back to ``/ws``)."""
+    try:
+        from flowvoice.webrtc import WebRTCGateway
+    except ImportError:
+        return []
+    server.webrtc = WebRTCGateway(server.refusal, server.run_session, server.limits)
+    return [Route("/webrtc/offer", server.webrtc.offer, methods=["POST"])]
 
 
 async def prewarm(graph: LoadedGraph) -> float:

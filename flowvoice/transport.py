@@ -1,4 +1,6 @@
-"""The WebSocket wire protocol and the per-connection transport that nodes talk to.
+"""The WebSocket wire protocol and the per-connection transports that nodes talk to:
+:class:`BrowserTransport` (what every transport shares) and :class:`WebSocketTransport`
+(``/ws``); the WebRTC one is :mod:`flowvoice.webrtc`.
 
 Client -> server (``/ws``)
     binary  PCM16LE mono audio at the hello's sample rate (16000 until told), ~20 ms each.
@@ -114,16 +116,26 @@ def parse_audio(data: bytes, limits: Limits) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
-def parse_control(text: str, limits: Limits) -> dict[str, Any]:
-    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
-    if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
-        raise ProtocolError(TOO_LARGE, f"text message exceeds {limits.max_text_bytes} bytes")
+def load_typed_json(
+    text: str, max_bytes: int, codes: tuple[str, str, str] = (TOO_LARGE, BAD_JSON, BAD_MESSAGE)
+) -> dict[str, Any]:
+    """A client's JSON object with a string ``type``, or :class:`ProtocolError` with one of
+    ``codes``: (too large, not JSON, not such an object)."""
+    too_large, bad_json, bad_message = codes
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(too_large, f"text message exceeds {max_bytes} bytes")
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
+        raise ProtocolError(bad_json, f"invalid JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError(BAD_MESSAGE, 'expected a JSON object with a string "type"')
+        raise ProtocolError(bad_message, 'expected a JSON object with a string "type"')
+    return message
+
+
+def parse_control(text: str, limits: Limits) -> dict[str, Any]:
+    """Validate one client JSON message; returns it or raises :class:`ProtocolError`."""
+    message = load_typed_json(text, limits.max_text_bytes)
     kind = message["type"]
     if kind == "hello":
         rate = message.get("sample_rate", DEFAULT_SAMPLE_RATE)
@@ -152,17 +164,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class WebSocketTransport:
-    """One browser connection: client audio in, events and assistant audio out.
+class BrowserTransport:
+    """What every browser transport shares: client audio in, JSON events and audio out.
 
-    ``read_loop`` and ``write_loop`` run beside the session; ``websocket.source`` reads
-    :meth:`audio`, ``websocket.sink`` calls :meth:`send_audio`, and the server forwards
-    session events with :meth:`send_event`. All outgoing messages go through one ordered
-    outbox, so an ``interrupt`` event always follows the audio it supersedes.
+    ``websocket.source`` reads :meth:`audio`, ``websocket.sink`` calls :meth:`send_audio`
+    and :meth:`discard_audio`, and the server forwards session events with
+    :meth:`send_event`. Client control messages (``hello``, ``played``) are parsed and
+    answered the same way whatever carries them. The server runs :meth:`read_loop` and
+    :meth:`write_loop` beside the session and calls :meth:`close` when it ends.
     """
 
-    def __init__(self, websocket: WebSocketLike, limits: Limits | None = None):
-        self.websocket = websocket
+    def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
         self.sample_rate = DEFAULT_SAMPLE_RATE
         #: Called with (turn, seconds) when the client reports how much of a turn it played.
@@ -171,18 +183,12 @@ class WebSocketTransport:
         self._inbox: Channel[ClientAudio] = Channel(
             self.limits.inbox_chunks, Overflow.DROP_OLDEST, name="client audio"
         )
-        self._outbox: deque[tuple[int | None, str | bytes]] = deque()
-        self._queued_audio = 0
-        self._wake = anyio.Event()
-        self._room = anyio.Event()
-        self._close_code: int | None = None
 
     @property
     def inbox_dropped(self) -> int:
         """Client audio messages dropped because the source fell behind."""
         return self._inbox.dropped
 
-    # -- node side ----------------------------------------------------------------------------
     async def audio(self) -> AsyncIterator[ClientAudio]:
         """Client audio messages in arrival order, until the connection ends."""
         while True:
@@ -193,11 +199,104 @@ class WebSocketTransport:
 
     async def send_audio(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
         """Queue assistant audio; waits while too much audio is already queued."""
+        raise NotImplementedError
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """Queue a JSON event."""
+        raise NotImplementedError
+
+    def discard_audio(self, before_turn: int) -> int:
+        """Drop queued, not yet played audio of turns older than ``before_turn``."""
+        raise NotImplementedError
+
+    async def read_loop(self) -> None:
+        """Receive from the client until it is gone, then end the audio input."""
+        raise NotImplementedError
+
+    async def write_loop(self) -> None:
+        """Send to the client until :meth:`close` (or until the client is gone)."""
+        raise NotImplementedError
+
+    def close(self, code: int = 1000) -> None:
+        """Send what is queued, then end the connection (``code`` as a WebSocket close code)."""
+        raise NotImplementedError
+
+    # -- for subclasses -----------------------------------------------------------------------
+    async def receive_audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Hand one message of client audio to the source (dropping the oldest if behind)."""
+        if len(samples):
+            await self._inbox.send(ClientAudio(samples, sample_rate, time.monotonic_ns()))
+
+    def end_audio(self) -> None:
+        """The client is gone: :meth:`audio` ends once the queued messages are read."""
+        self._inbox.close()
+
+    def receive_text(self, text: str) -> None:
+        """Handle one client JSON message; a malformed one gets an ``error`` event."""
+        try:
+            control = parse_control(text, self.limits)
+        except ProtocolError as exc:
+            self.protocol_error(exc)
+            return
+        if control["type"] == "hello":
+            self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
+        else:
+            self.client_played(control["turn"], control["ms"] / 1000)
+
+    def client_played(self, turn: int, seconds: float) -> None:
+        """The client reports it has played ``seconds`` of the turn's audio (cumulative)."""
+        if self.on_played is not None:
+            self.on_played(turn, seconds)
+
+    def protocol_error(self, exc: ProtocolError) -> None:
+        """Count a malformed client message and answer it with an ``error`` event."""
+        self.protocol_errors[exc.code] += 1
+        count = sum(self.protocol_errors.values())
+        if count <= self.limits.error_events:
+            message = str(exc)
+            if count == self.limits.error_events:
+                message += " (further protocol errors are not reported)"
+            self.push_event(self.error_event(exc, message))
+
+    def error_event(self, exc: ProtocolError, message: str) -> dict[str, Any]:
+        """The ``error`` event answering a malformed client message."""
+        return {"type": "error", "code": exc.code, "message": message}
+
+    def push_event(self, event: dict[str, Any]) -> None:
+        """Queue an event for the client as it is (:meth:`send_event` may translate)."""
+        self.send_event(event)
+
+
+class WebSocketTransport(BrowserTransport):
+    """One browser WebSocket: the wire protocol above.
+
+    All outgoing messages go through one ordered outbox, so an ``interrupt`` event always
+    follows the audio it supersedes.
+    """
+
+    def __init__(self, websocket: WebSocketLike, limits: Limits | None = None):
+        super().__init__(limits)
+        self.websocket = websocket
+        self._outbox: deque[tuple[int | None, str | bytes]] = deque()
+        self._queued_audio = 0
+        self._wake = anyio.Event()
+        self._room = anyio.Event()
+        self._close_code: int | None = None
+
+    # -- node side ----------------------------------------------------------------------------
+    async def send_audio(self, turn: int, sample_rate: int, samples: np.ndarray) -> None:
+        """Queue assistant audio; waits while too much audio is already queued."""
         while self._queued_audio >= self.limits.outbox_audio_messages:
             self._room = anyio.Event()
             await self._room.wait()
-        self._queued_audio += 1
-        self._push(turn, encode_audio(turn, sample_rate, samples))
+        message = self.audio_message(turn, sample_rate, samples)
+        if message is not None:
+            self._queued_audio += 1
+            self._push(turn, message)
+
+    def audio_message(self, turn: int, sample_rate: int, samples: np.ndarray) -> bytes | str | None:
+        """The message carrying a chunk of assistant audio (None: nothing to send)."""
+        return encode_audio(turn, sample_rate, samples)
 
     def send_event(self, event: dict[str, Any]) -> None:
         """Queue a JSON event."""
@@ -223,32 +322,17 @@ class WebSocketTransport:
                 try:
                     await self._handle(message)
                 except ProtocolError as exc:
-                    self._protocol_error(exc)
+                    self.protocol_error(exc)
         finally:
-            self._inbox.close()
-
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        self.protocol_errors[exc.code] += 1
-        count = sum(self.protocol_errors.values())
-        if count <= self.limits.error_events:
-            message = str(exc)
-            if count == self.limits.error_events:
-                message += " (further protocol errors are not reported)"
-            self.send_event({"type": "error", "code": exc.code, "message": message})
+            self.end_audio()
 
     async def _handle(self, message: dict[str, Any]) -> None:
+        """One client message: binary audio or a JSON control message."""
         data, text = message.get("bytes"), message.get("text")
         if data is not None:
-            samples = parse_audio(data, self.limits)
-            if len(samples):
-                chunk = ClientAudio(samples, self.sample_rate, time.monotonic_ns())
-                await self._inbox.send(chunk)
+            await self.receive_audio(parse_audio(data, self.limits), self.sample_rate)
         elif text is not None:
-            control = parse_control(text, self.limits)
-            if control["type"] == "hello":
-                self.sample_rate = control.get("sample_rate", DEFAULT_SAMPLE_RATE)
-            elif self.on_played is not None:
-                self.on_played(control["turn"], control["ms"] / 1000)
+            self.receive_text(text)
 
     async def write_loop(self) -> None:
         """Send queued messages in order; after :meth:`close`, drain and close the socket.

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from json_strategies import json_values
 from reliability import ECHO_YAML, clients, http_get, marked_frame, wait_until
 from serving import RunningServer, running_server
 
@@ -44,14 +45,6 @@ Message = str | bytes
 
 # -- strategies -------------------------------------------------------------------------------
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=8,
-)
 field_values = json_values | st.integers(-5, 300_000) | st.floats(-10, 1e7)
 typed_messages = st.fixed_dictionaries(
     {"type": st.sampled_from(["hello", "played", "Hello", "", "bye"]) | st.text(max_size=8)},

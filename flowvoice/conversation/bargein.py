@@ -138,7 +138,7 @@ class BargeIn:
     def speech_started(self, start: VADEvent) -> None:
         """Speech began: while the assistant speaks, pause its voice and start checking."""
         conversation, p = self._conversation, self._params
-        if self._start is not None or not p.barge_in:
+        if self._start is not None or not p.barge_in or not self._conversation.control.barge_in:
             return
         turn = conversation.turn
         if not conversation.playback.is_playing(turn):

@@ -135,6 +135,11 @@ class PlaybackLedger:
         entry = self._turns.get(turn)
         return entry.heard_s(self._now(now)) if entry else 0.0
 
+    def reported(self, turn: int) -> bool:
+        """True once the client reported how much of ``turn``'s reply it played."""
+        entry = self._turns.get(turn)
+        return entry is not None and entry.played_s is not None
+
     def knows(self, turn: int) -> bool:
         """True once any of ``turn``'s reply was spoken (a sentence reached TTS)."""
         return turn in self._turns

@@ -1,9 +1,11 @@
-"""One session's conversation state: playback ledger, voice gate and held speculative turns."""
+"""One session's conversation state: playback ledger, voice gate, held speculative turns and
+what a client decided (turn control, instructions)."""
 
 from __future__ import annotations
 
 import anyio
 
+from flowvoice.conversation.control import TurnControl
 from flowvoice.conversation.playback import PlaybackLedger
 from flowvoice.conversation.voice import SpeakerGate
 from flowvoice.node import NodeContext
@@ -24,6 +26,9 @@ class Conversation:
         self._session = session
         self.playback = PlaybackLedger()
         self.voice = SpeakerGate(self.playback, self._publish_voice_state)
+        self.control = TurnControl()
+        #: The LLM's instructions when a client set them (None: the graph's system prompt).
+        self.instructions: str | None = None
         self._held: dict[int, anyio.Event] = {}
         session.on_new_turn(self._turn_raised)
 

@@ -176,8 +176,11 @@ class Resample(Node):
         if self._resampler is None or self._resampler.in_rate != frame.sample_rate:
             self._resampler = Resampler(frame.sample_rate, rate)
         samples = self._resampler(frame.samples)
-        if len(samples):
-            await self.emit("audio", AudioFrame(samples=samples, sample_rate=rate, t_ns=frame.t_ns))
+        if len(samples) or frame.final:
+            resampled = AudioFrame(
+                samples=samples, sample_rate=rate, t_ns=frame.t_ns, final=frame.final
+            )
+            await self.emit("audio", resampled)
 
     async def end_of_stream(self) -> None:
         if self._resampler is not None:

@@ -28,6 +28,8 @@ class ChatMessage:
     role: Literal["user", "assistant"]
     content: str
     interrupted: bool = False
+    #: The session turn of an assistant reply (to look up what of it the user heard).
+    turn: int | None = None
 
     @property
     def rendered(self) -> str:
@@ -51,13 +53,18 @@ class ChatHistory:
         if len(users) > self.max_turns:
             del self.messages[: users[-self.max_turns]]
 
-    def add_assistant(self, text: str, interrupted: bool = False) -> None:
-        self.messages.append(ChatMessage("assistant", text.strip(), interrupted))
+    def add_assistant(self, text: str, interrupted: bool = False, turn: int | None = None) -> None:
+        self.messages.append(ChatMessage("assistant", text.strip(), interrupted, turn))
 
     def cut_last_reply(self, heard: str) -> None:
         """The user interrupted the last reply after hearing ``heard`` of it."""
         if self.messages and self.messages[-1].role == "assistant":
-            self.messages[-1] = ChatMessage("assistant", heard.strip(), interrupted=True)
+            self.cut_reply(len(self.messages) - 1, heard)
+
+    def cut_reply(self, index: int, heard: str) -> None:
+        """The reply at ``index`` was heard as far as ``heard``."""
+        message = self.messages[index]
+        self.messages[index] = ChatMessage("assistant", heard.strip(), True, message.turn)
 
     def drop_last_exchange(self) -> None:
         """Forget the last user message and the reply after it (a cancelled speculation)."""

@@ -66,6 +66,11 @@ class StreamingLLM(Node):
     async def process(self, port: str, frame: Frame) -> None:
         assert isinstance(frame, UserTurn)
         turn = frame.turn
+        instructions = self.conversation.instructions
+        self.history.system_prompt = (
+            self.params.system_prompt if instructions is None else instructions
+        )
+        self._recut_replies()
         self.history.add_user(frame.text)
         reply: list[str] = []
 
@@ -108,12 +113,22 @@ class StreamingLLM(Node):
                 self.history.messages.pop()
             return
         if outcome == "done":
-            self.history.add_assistant(produced)
+            self.history.add_assistant(produced, turn=turn)
         else:  # cut short: keep what the user heard of it (all of it in a text-only graph)
             playback = self.conversation.playback
             heard = playback.heard_text(turn)[0] if playback.knows(turn) else produced
-            self.history.add_assistant(heard, interrupted=True)
+            self.history.add_assistant(heard, interrupted=True, turn=turn)
         self._reply_turn = turn
+
+    def _recut_replies(self) -> None:
+        """Cut interrupted replies again to what the client reported it played: a report can
+        come after the interrupt (a Realtime client's ``conversation.item.truncate``)."""
+        playback = self.conversation.playback
+        for index, message in enumerate(self.history.messages):
+            if message.interrupted and message.turn is not None and playback.reported(message.turn):
+                heard = playback.heard_text(message.turn)[0]
+                if heard != message.content:
+                    self.history.cut_reply(index, heard)
 
     async def on_interrupt(self, turn: int) -> None:
         last = self._reply_turn

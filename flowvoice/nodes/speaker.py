@@ -3,7 +3,8 @@
 A speaker sink publishes reply text as ``assistant_text`` events, holds a speculative turn's
 output until the turn commits, paces audio to real time plus a small lead (so an interrupt
 or a pause takes effect within that lead), records what it sent in the playback ledger and
-marks ``first_audio_sent``. Subclasses only deliver the audio.
+marks ``first_audio_sent``, and publishes ``reply_done`` once the last audio of a reply
+(the ``final`` frame) has been sent. Subclasses only deliver the audio.
 
 Audio is paced by the sink's own task, fed through a short queue, so the reply's text is
 published as it arrives instead of waiting behind a sentence of paced audio (the runtime
@@ -99,9 +100,14 @@ class SpeakerSink(Node):
         await self._played_out.wait()
 
     async def _play(self, frame: AudioFrame) -> None:
+        await self._play_samples(frame)
+        if frame.final and frame.turn == self.context.turn:
+            self.context.publish("reply_done", turn=frame.turn)
+
+    async def _play_samples(self, frame: AudioFrame) -> None:
         rate, turn = frame.sample_rate, frame.turn
         step = len(frame.samples) if not self.params.lead_ms else rate * SLICE_MS // 1000
-        for offset in range(0, len(frame.samples), step):
+        for offset in range(0, len(frame.samples), max(step, 1)):
             piece = frame.samples[offset : offset + step]
             if self.params.lead_ms and turn >= self.context.turn:
                 await self._clock.pace(turn, len(piece) / rate, self.conversation.voice)

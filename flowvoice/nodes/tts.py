@@ -62,9 +62,16 @@ class _TTSNode(Node):
     async def process(self, port: str, frame: Frame) -> None:
         assert isinstance(frame, Sentence)
         text = frame.text.strip()
-        if not text:
-            return
-        turn, playback = frame.turn, self.conversation.playback
+        if text:
+            await self._speak(frame.turn, text)
+        if frame.final:  # the reply is spoken out: tell the sink
+            silence = np.zeros(0, np.int16)
+            await self.emit(
+                "audio", AudioFrame(samples=silence, sample_rate=self.sample_rate, final=True)
+            )
+
+    async def _speak(self, turn: int, text: str) -> None:
+        playback = self.conversation.playback
         playback.begin_sentence(turn, text)
 
         async def send(samples: np.ndarray) -> None:

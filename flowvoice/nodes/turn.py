@@ -51,6 +51,8 @@ class TurnDetector(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         conversation = Conversation.of(self.context)
+        self.control = conversation.control
+        self.control.on_request(lambda: self._changed.set())
         self.barge_in = BargeIn(conversation, self.params)
         self.speculation = Speculation(conversation) if self.params.speculate else None
         self._texts: list[str] = []
@@ -80,10 +82,19 @@ class TurnDetector(Node):
                 await self._cancel_speculation()
             elif frame.kind == "end":
                 self._speech_ended(frame)
+                self.context.publish(
+                    "speech_stopped", turn=self.context.turn, stream_s=frame.stream_s
+                )
             elif frame.kind == "start":
                 self._speaking = True
                 if not await self._cancel_speculation():  # the user went on: no barge-in
                     self.barge_in.speech_started(frame)
+                self.context.publish(
+                    "speech_started",
+                    turn=self.context.turn,
+                    stream_s=frame.stream_s,
+                    checking=self.barge_in.pending,
+                )
         elif isinstance(frame, Transcript):
             if not frame.final:
                 self.barge_in.transcript_heard(frame.text)
@@ -119,9 +130,11 @@ class TurnDetector(Node):
         """When the pending turn commits if nothing changes; None while it cannot."""
         if self._speaking or self._awaiting or self._end is None or self._final is None:
             return None
-        wait = base = self.wait_ms(self._texts[-1] if self._texts else "")
+        if not self.control.auto_commit:
+            return None
+        wait = base = self.control.wait_ms(self.wait_ms(self._texts[-1] if self._texts else ""))
         if self.speculation is not None:
-            wait = self.speculation.wait_ms(base, self.max_wait_ms())
+            wait = self.speculation.wait_ms(base, self.control.wait_ms(self.max_wait_ms()))
         self._stretched = wait > base
         return self._end.t_ns + int(wait * 1_000_000)
 
@@ -137,12 +150,26 @@ class TurnDetector(Node):
             return " ".join([*self._texts, self._stable])
         return None
 
+    async def _take_requests(self) -> None:
+        """Carry out the client's requests (``conversation.control``): forget the speech, commit
+        it once transcribed, answer the waiting text."""
+        control = self.control
+        if control.clear_requested:
+            control.clear_requested = False
+            self._texts, self._end, self._final = [], None, None
+            await self._cancel_speculation()
+        if control.commit_requested and not self._speaking and not self._awaiting:
+            await self._commit()
+        while not control.commit_requested and (reply := control.take_reply()) is not None:
+            await self.emit("user_turn", reply)
+
     async def run(self) -> None:
         while True:
             self._changed = anyio.Event()
+            await self._take_requests()
             barge_in = self.barge_in.due_ns()
             deadline = self._deadline_ns()
-            if self.speculation is not None:
+            if self.speculation is not None and self.control.auto_reply:
                 text = self._speculation_text(deadline)
                 if text is not None and self.speculation.text != text:
                     await self.emit("user_turn", await self.speculation.start(text))
@@ -172,9 +199,14 @@ class TurnDetector(Node):
     async def _commit(self) -> None:
         texts, end, final = self._texts, self._end, self._final
         self._texts, self._end, self._final = [], None, None
-        if not texts:  # only noise was heard
+        requested, self.control.commit_requested = self.control.commit_requested, False
+        if not texts and not requested:  # only noise was heard
             return
         text = " ".join(texts)
+        if not texts or not self.control.auto_reply:  # the client asks for the reply
+            self.control.add_text(text)
+            self.context.publish("user_turn", turn=self.context.turn, text=text)
+            return
         end_ns = end.t_ns if end is not None else None
         released = self.speculation.release(text, end_ns) if self.speculation else None
         turn = released if released is not None else await self.context.new_turn("user_turn")

@@ -1,7 +1,8 @@
-"""Browser I/O nodes: the microphone and the speaker of a WebSocket session.
+"""Browser I/O nodes: the microphone and the speaker of a browser session.
 
-Both talk to the session's transport (:class:`flowvoice.transport.WebSocketTransport`),
-which the server creates per connection; see that module for the wire protocol.
+Both talk to the session's transport (a :class:`flowvoice.transport.BrowserTransport`: the
+WebSocket of ``/ws`` or a WebRTC peer connection), which the server creates per connection;
+see :mod:`flowvoice.transport` for the wire protocol.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes.audio import Resampler
 from flowvoice.nodes.speaker import SpeakerSink
-from flowvoice.transport import WebSocketTransport
+from flowvoice.transport import BrowserTransport
 
 
-def _transport(node: Node) -> WebSocketTransport:
-    transport = node.context.service(WebSocketTransport)
+def _transport(node: Node) -> BrowserTransport:
+    transport = node.context.service(BrowserTransport)
     if transport is None:
         raise NodeSetupError(
             f"{node.type_name} needs a browser connection: serve the graph with "

@@ -182,8 +182,10 @@ class Session:
 
     # -- services ----------------------------------------------------------------------------
     def service(self, kind: type[T]) -> T | None:
-        """The service of type ``kind`` this session was started with, or None."""
+        """The service of type ``kind`` (or a subclass) this session was started with, or None."""
         found = self._services.get(kind)
+        if found is None:
+            found = next((s for s in self._services.values() if isinstance(s, kind)), None)
         return found if isinstance(found, kind) else None
 
     def shared(self, kind: type[T]) -> T:

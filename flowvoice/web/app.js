@@ -1,10 +1,17 @@
-// flowvoice browser client: microphone -> /ws -> speaker, with the live transcript,
+// flowvoice browser client: microphone -> server -> speaker, with the live transcript,
 // the conversation, and each turn's latency. Wire protocol: flowvoice/transport.py.
+// Transport: the WebSocket /ws, or with ?transport=webrtc a peer connection (microphone and
+// voice as tracks, events on a data channel; flowvoice/webrtc.py), falling back to the
+// WebSocket when the server cannot answer the offer.
 
 const SAMPLE_RATE = 16000; // what capture-worklet.js sends
 const HEADER_BYTES = 8; // server audio: uint32 turn, uint32 sample rate (little-endian)
 const MAX_BUFFERED_BYTES = 64 * 1024; // drop mic frames rather than build up latency
 const MAX_RECONNECT_DELAY_MS = 10000;
+const ICE_GATHERING_MS = 3000; // the offer goes out with the candidates gathered by then
+const METER_MS = 20; // how often the WebRTC voice's level is read
+const AUDIBLE_RMS = 0.002; // -54 dBFS: the voice track carries digital silence between replies
+const TRANSPORT_TEXT = { websocket: "WebSocket", webrtc: "WebRTC" };
 const STAGES = [
   ["final_transcript", "transcript"],
   ["turn_committed", "turn end"],
@@ -35,11 +42,20 @@ const ui = {
   hint: $("hint"),
   partial: $("partial"),
   latency: $("latency"),
+  transport: $("transport"),
+  voice: $("voice"),
 };
 
 // Live counters, also read by the end-to-end tests.
 const fv = (window.flowvoice = {
   state: "idle",
+  transport: new URLSearchParams(location.search).get("transport") === "webrtc" ? "webrtc" : "websocket",
+  fallback: null, // why WebRTC was given up for the WebSocket
+  audibleMs: 0, // ms of the voice heard with sound (both transports: an analyser)
+  soundAt: [], // when the voice started to sound, each time
+  iceRoute: null, // WebRTC: {local, remote, protocol} of the candidate pair in use
+  quietAt: [], // when the voice last sounded before each silence
+  jitterBufferMs: null, // WebRTC: the browser's mean jitter-buffer delay of the voice
   connected: false,
   framesSent: 0,
   audioMessages: 0,
@@ -70,6 +86,7 @@ const fv = (window.flowvoice = {
 
 let audio = null; // {ctx, stream, playback}
 let ws = null;
+let rtc = null; // {pc, channel, meter} of a WebRTC connection
 let running = false;
 let fatal = false; // the server ended the session with an error: do not reconnect
 let attempts = 0;
@@ -135,7 +152,7 @@ async function openAudio() {
     capture.port.onmessage = (event) => onMicFrame(event.data);
     playback.port.onmessage = (event) => onPlayback(event.data);
     await ctx.resume();
-    return { ctx, stream, playback };
+    return { ctx, stream, playback, meter: null };
   } catch (err) {
     ctx.close();
     throw err;
@@ -144,6 +161,7 @@ async function openAudio() {
 
 function closeAudio() {
   if (!audio) return;
+  clearInterval(audio.meter);
   audio.stream.getTracks().forEach((track) => track.stop());
   audio.ctx.close();
   audio = null;
@@ -199,26 +217,59 @@ function socketUrl() {
 
 function send(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  else if (rtc && rtc.channel.readyState === "open") rtc.channel.send(JSON.stringify(message));
+}
+
+function showTransport() {
+  ui.transport.textContent = TRANSPORT_TEXT[fv.transport];
+  ui.transport.title = fv.fallback ? `WebRTC unavailable: ${fv.fallback}` : "";
 }
 
 function connect() {
   setState(attempts ? "reconnecting" : "connecting");
+  showTransport();
+  if (fv.transport === "webrtc") connectWebRTC();
+  else connectWebSocket();
+}
+
+function onConnected() {
+  fv.connected = true;
+  if (attempts) {
+    fv.reconnects++;
+    addDivider("Reconnected: a new conversation starts here.");
+  }
+  attempts = 0;
+  newConversation();
+  hideNotice();
+  setState("listening");
+}
+
+function onConnectionLost(opened) {
+  fv.connected = false;
+  if (!running) return;
+  if (fatal) {
+    stop();
+    return;
+  }
+  attempts++;
+  const delay = Math.min(1000 * 2 ** (attempts - 1), MAX_RECONNECT_DELAY_MS);
+  const why = opened
+    ? "Connection lost."
+    : "Cannot connect to the server (is it running? is the token or origin refused?).";
+  showNotice(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`, "warning");
+  setState("reconnecting");
+  reconnectTimer = setTimeout(connect, delay);
+}
+
+function connectWebSocket() {
   const socket = new WebSocket(socketUrl());
   socket.binaryType = "arraybuffer";
   let opened = false;
   ws = socket;
   socket.onopen = () => {
     opened = true;
-    fv.connected = true;
-    if (attempts) {
-      fv.reconnects++;
-      addDivider("Reconnected: a new conversation starts here.");
-    }
-    attempts = 0;
-    newConversation();
-    hideNotice();
     socket.send(JSON.stringify({ type: "hello", sample_rate: SAMPLE_RATE }));
-    setState("listening");
+    onConnected();
   };
   socket.onmessage = (event) => {
     if (typeof event.data === "string") onEvent(JSON.parse(event.data));
@@ -227,21 +278,184 @@ function connect() {
   socket.onclose = () => {
     if (ws !== socket) return; // an old socket, already replaced
     ws = null;
-    fv.connected = false;
-    if (!running) return;
-    if (fatal) {
-      stop();
-      return;
-    }
-    attempts++;
-    const delay = Math.min(1000 * 2 ** (attempts - 1), MAX_RECONNECT_DELAY_MS);
-    const why = opened
-      ? "Connection lost."
-      : "Cannot connect to the server (is it running? is the token or origin refused?).";
-    showNotice(`${why} Reconnecting in ${Math.round(delay / 1000)} s…`, "warning");
-    setState("reconnecting");
-    reconnectTimer = setTimeout(connect, delay);
+    onConnectionLost(opened);
   };
+}
+
+// -- WebRTC ------------------------------------------------------------------------------
+
+function offerUrl() {
+  const url = new URL("webrtc/offer", location.href);
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) url.searchParams.set("token", token);
+  return url;
+}
+
+function iceGathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ICE_GATHERING_MS);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+async function connectWebRTC() {
+  const pc = new RTCPeerConnection();
+  const channel = pc.createDataChannel("events");
+  const conn = { pc, channel, meter: null, jitter: null, jitterTotals: null, opened: false, lost: false };
+  rtc = conn;
+  pc.addTransceiver(audio.stream.getAudioTracks()[0], { direction: "sendrecv" });
+  pc.ontrack = (event) => playVoice(conn, event.streams[0] || new MediaStream([event.track]));
+  channel.onopen = () => {
+    conn.opened = true;
+    onConnected();
+  };
+  channel.onmessage = (event) => onEvent(JSON.parse(event.data));
+  const lost = () => {
+    if (rtc !== conn || conn.lost) return;
+    conn.lost = true;
+    closeWebRTC();
+    onConnectionLost(conn.opened);
+  };
+  channel.onclose = lost;
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "connected") showRoute(pc);
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") lost();
+  };
+  let answer;
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc);
+    const response = await fetch(offerUrl(), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+    });
+    answer = await response.json().catch(() => ({ message: response.statusText }));
+    if (!response.ok) throw new Error(`${response.status} ${answer.message || ""}`.trim());
+  } catch (err) {
+    if (rtc !== conn) return; // stopped meanwhile
+    closeWebRTC();
+    fv.fallback = String(err.message || err);
+    fv.transport = "websocket";
+    showNotice(`WebRTC unavailable (${fv.fallback}): using the WebSocket.`, "warning");
+    connect();
+    return;
+  }
+  if (rtc === conn) await pc.setRemoteDescription(answer);
+}
+
+async function showRoute(pc) {
+  // The addresses ICE chose, shown beside the transport's name.
+  const stats = await pc.getStats();
+  for (const report of stats.values()) {
+    if (report.type !== "transport" || !report.selectedCandidatePairId) continue;
+    const pair = stats.get(report.selectedCandidatePairId);
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    fv.iceRoute = { local: local.address, remote: remote.address, protocol: local.protocol };
+    ui.transport.title = `WebRTC over ${local.protocol} ${local.address} -> ${remote.address}:${remote.port}`;
+  }
+}
+
+function playVoice(conn, stream) {
+  // The <audio> element plays the voice (the path every browser's echo canceller
+  // references); a meter on the same stream tells when it is audible.
+  ui.voice.srcObject = stream;
+  ui.voice.play().catch(() => {});
+  conn.meter = voiceMeter(audio.ctx.createMediaStreamSource(stream), (now, playing) => {
+    if (!playing) {
+      for (const entry of fv.interruptLog) if (entry.silentAt === null) entry.silentAt = now;
+    }
+    fv.playing = playing;
+    if (playing) {
+      onVoiceSounding(now);
+      setState("speaking");
+    } else if (fv.state === "speaking") setState("listening");
+  }, () => ui.voice.muted);
+  conn.jitter = setInterval(() => measureJitter(conn), 1000);
+}
+
+function voiceMeter(source, onLevel = null, muted = () => false) {
+  // Reads the level of what the page plays every METER_MS: when the voice sounds and when
+  // it goes quiet (fv.soundAt, fv.quietAt, fv.audibleMs), the same for both transports.
+  const analyser = audio.ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  source.connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  let last = performance.now();
+  let lastSound = null;
+  let sounding = false;
+  return setInterval(() => {
+    const now = performance.now();
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const v of data) sum += v * v;
+    const audible = Math.sqrt(sum / data.length) > AUDIBLE_RMS && !muted();
+    if (audible) {
+      fv.audibleMs += now - last;
+      if (!sounding) fv.soundAt.push(now);
+      lastSound = now;
+    }
+    last = now;
+    const playing = audible || (lastSound !== null && now - lastSound < 100);
+    if (sounding && !playing) fv.quietAt.push(lastSound); // the voice stopped (last sound then)
+    sounding = playing;
+    if (onLevel) onLevel(now, playing);
+  }, METER_MS);
+}
+
+async function measureJitter(conn) {
+  // How long Chrome's jitter buffer holds the voice, over the last second: what the server
+  // sent is heard that much later.
+  for (const report of (await conn.pc.getStats()).values()) {
+    if (report.type !== "inbound-rtp" || report.kind !== "audio") continue;
+    const [delay, emitted] = [report.jitterBufferDelay, report.jitterBufferEmittedCount];
+    const last = conn.jitterTotals || [0, 0];
+    if (emitted > last[1]) fv.jitterBufferMs = (1000 * (delay - last[0])) / (emitted - last[1]);
+    conn.jitterTotals = [delay, emitted];
+  }
+}
+
+function onTrackSent({ turn, ms }) {
+  // The server reports what of each turn it sent over the track; the page plays it a
+  // jitter buffer later, and then reports it played unless the voice was muted meanwhile
+  // (a pause: the server replays what was not heard). The turn's audio began to leave the
+  // server ms ago.
+  const now = performance.now();
+  if (turn < flushedBefore) fv.staleAudioMessages++;
+  if (!(turn in fv.firstAudioAt)) fv.firstAudioAt[turn] = now - ms;
+  fv.playedMs[turn] = ms;
+  fv.lastPlayedAt[turn] = now;
+  const conn = rtc;
+  setTimeout(() => {
+    if (rtc === conn && !ui.voice.muted && turn >= flushedBefore) send({ type: "played", turn, ms });
+  }, fv.jitterBufferMs || 0);
+}
+
+function onVoiceSounding(now) {
+  // Over WebRTC a turn is first heard when the voice sounds after its audio began to leave.
+  for (const turn of Object.keys(fv.firstAudioAt).map(Number)) {
+    if (turn in fv.playStartedAt || turn < flushedBefore) continue;
+    fv.playStartedAt[turn] = now;
+    heardLatency(turn);
+  }
+}
+
+function closeWebRTC() {
+  if (!rtc) return;
+  clearInterval(rtc.meter);
+  clearInterval(rtc.jitter);
+  rtc.channel.close();
+  rtc.pc.close();
+  rtc = null;
+  ui.voice.srcObject = null;
+  ui.voice.muted = false;
 }
 
 async function start() {
@@ -254,6 +468,7 @@ async function start() {
   setState("starting");
   try {
     audio = await openAudio();
+    audio.meter = voiceMeter(audio.playback); // the WebSocket's voice
   } catch (err) {
     showNotice(micMessage(err));
     setState("idle");
@@ -273,6 +488,7 @@ function stop() {
     ws = null;
     socket.close(1000);
   }
+  closeWebRTC();
   fv.connected = false;
   closeAudio();
   setPartial("");
@@ -321,16 +537,21 @@ function onEvent(event) {
     case "interrupt":
       interrupt(event.turn);
       break;
+    case "track_sent":
+      onTrackSent(event);
+      break;
     case "barge_in":
       fv.bargeIns.push({ turn: event.turn, at: performance.now() });
       break;
     case "voice_paused":
       fv.voicePausedAt.push(performance.now());
       if (audio) audio.playback.port.postMessage({ type: "hold" });
+      ui.voice.muted = true; // WebRTC: the server replays what the jitter buffer held
       break;
     case "voice_resumed":
       fv.voiceResumedAt.push(performance.now());
       if (audio) audio.playback.port.postMessage({ type: "release" });
+      ui.voice.muted = false;
       break;
     case "metrics":
       fv.metrics.push(event);
@@ -352,7 +573,9 @@ function onEvent(event) {
 
 function interrupt(turn) {
   fv.interrupts++;
-  fv.interruptLog.push({ turn, at: performance.now(), wasPlaying: fv.playing, droppedMs: 0, silentAt: null, playedMs: null });
+  const now = performance.now();
+  // (over WebRTC the voice meter stamps silentAt; over the WebSocket the playback worklet)
+  fv.interruptLog.push({ turn, at: now, wasPlaying: fv.playing, droppedMs: 0, silentAt: rtc && !fv.playing ? now : null, playedMs: null });
   flushedBefore = Math.max(flushedBefore, turn);
   if (audio) audio.playback.port.postMessage({ type: "flush", beforeTurn: turn });
   // The server interrupts only while a reply is being spoken: the latest older one, whose
@@ -481,3 +704,4 @@ function showLatency(turn, latency) {
 }
 
 setState("idle");
+showTransport();
