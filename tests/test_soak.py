@@ -137,7 +137,7 @@ def test_large_buffers_are_kept_off_the_heap_on_glibc() -> None:
 @pytest.mark.timeout(1200)  # 24 real-time turns of ~5-10 s each on a loaded 2-core machine
 def test_speech_soak_through_the_default_graph_stays_flat(capsys) -> None:
     """Real-time spoken turns through the real default graph over the WebSocket: after the
-    first window, memory, threads, files, tasks, the LLM's history and its KV memory stay
+    warm-up (history full), memory, threads, files, tasks, the LLM's history and KV memory stay
     flat (history_turns bounds the last two)."""
     graph = speech_graph()
     turns = soak_count(120, minimum=24)

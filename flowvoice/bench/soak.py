@@ -55,10 +55,13 @@ class Soak:
     errors: list[str] = field(default_factory=list)
 
     def growth(self, what: str) -> float:
-        """``what`` at the last window minus at the end of the first (warm-up) one."""
+        """``what`` at the last window minus at the end of warm-up: the first window in which
+        the LLM's history had reached its bound."""
         if len(self.windows) < 2:
             return 0.0
-        return getattr(self.windows[-1], what) - getattr(self.windows[0], what)
+        full = max(w.history for w in self.windows)
+        start = next(w for w in self.windows if w.history == full)
+        return getattr(self.windows[-1], what) - getattr(start, what)
 
 
 async def _session_state(server: RunningServer) -> tuple[int, float, int]:
@@ -151,7 +154,7 @@ def table(result: Soak, markdown: bool) -> str:
 
 
 def flat_after_warmup(result: Soak, rss_mb: float = 40.0) -> Sequence[str]:
-    """What grew after the first window beyond noise (empty when the profile is flat)."""
+    """What grew after warm-up beyond noise (empty when the profile is flat)."""
     grew = []
     if result.growth("rss_mb") > rss_mb:
         grew.append(f"RSS +{result.growth('rss_mb'):.1f} MB")
@@ -186,7 +189,7 @@ def main(graph_path: str, turns: int, window: int = WINDOW, markdown: bool = Fal
     result = soak(graph, turns, window, on_window=_progress)
     print(table(result, markdown))
     grew = flat_after_warmup(result)
-    print(f"after the first window: {'grew: ' + ', '.join(grew) if grew else 'flat'}")
+    print(f"after warm-up: {'grew: ' + ', '.join(grew) if grew else 'flat'}")
     for error in result.errors:
         print(f"error: {error}")
     unanswered = sum(w.unanswered for w in result.windows)
