@@ -11,6 +11,7 @@ from typing import Any
 
 from flowvoice import __version__, tls
 from flowvoice.graph.shipped import shipped_graphs
+from flowvoice.run_options import add_server_options, apply_server_options
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FLOWVOICE_TOKEN"),
         help="require ?token=... on the WebSocket and the WebRTC offer (default: $FLOWVOICE_TOKEN)",
     )
+    add_server_options(run)
     tls.add_arguments(run)
 
     chat = sub.add_parser("chat", help="run a graph headless with a WAV file as the microphone")
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
             "turn-scores",
             "transports",
             "realtime",
+            "soak",
         ],
         help="which benchmark",
     )
@@ -195,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE.params.KEY=VALUE",
         help="turns: override a value of the graph (repeatable)",
     )
+    bench.add_argument("--turns", type=int, default=200, help="soak: real-time turns to speak")
+    bench.add_argument("--window", type=int, default=20, help="soak: turns per measured row")
     bench.add_argument(
         "--scores",
         metavar="JSON",
@@ -285,6 +290,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = _load(args.graph, args.overrides)
+    try:
+        apply_server_options(args, graph)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     host = args.host or graph.server.host
     port = args.port if args.port is not None else graph.server.port
     if graph.has_node_type("websocket."):
@@ -359,6 +368,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             defaults=not args.no_default_turns,
             overrides=args.overrides,
         )
+    if args.name == "soak":
+        from flowvoice.bench.soak import main as bench_soak
+
+        _load(graph, [])  # a bad graph: a clear error, no traceback
+        return bench_soak(graph, args.turns, args.window, args.markdown)
     if args.name == "turn-scores":
         from flowvoice.bench.turn_scores import main as bench_turn_scores
 

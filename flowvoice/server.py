@@ -31,6 +31,15 @@ from starlette.websockets import WebSocket
 
 from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
+from flowvoice.health import (
+    EXIT_ENGINE_DOWN,
+    apply_engine_settings,
+    engine_metrics,
+    health,
+    watch_engines,
+)
+from flowvoice.keepalive import TimedWebSocket, uvicorn_keepalive
+from flowvoice.native_memory import keep_large_buffers_off_the_heap
 from flowvoice.prometheus import ServerMetrics
 from flowvoice.realtime_api.transport import RealtimeTransport, realtime_subprotocol, realtime_token
 from flowvoice.runtime.session import Session, SessionError
@@ -101,17 +110,20 @@ class VoiceServer:
         #: The WebRTC gateway (``flowvoice.webrtc.WebRTCGateway``) when aiortc is installed.
         self.webrtc: Any = None
         self.speech = SpeechAPI(graph, token)
+        apply_engine_settings(graph.server)
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def health(self, request: Request) -> JSONResponse:
+        code, engines = health()
         return JSONResponse(
-            {"status": "ok", "graph": self.graph.name, "sessions": self.metrics.sessions_active}
+            {"graph": self.graph.name, "sessions": self.metrics.sessions_active, **engines},
+            status_code=code,
         )
 
     async def prometheus(self, request: Request) -> PlainTextResponse:
         live = [(s.drops(), t.inbox_dropped, t.protocol_errors) for s, t in self.live.values()]
         return PlainTextResponse(
-            self.metrics.render(live) + self.speech.metrics_text(),
+            self.metrics.render(live) + engine_metrics() + self.speech.metrics_text(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
@@ -136,7 +148,13 @@ class VoiceServer:
             await websocket.close(code=1008)  # before accept: an HTTP 403
             return
         await websocket.accept()
-        await self.run_session(WebSocketTransport(websocket, self.limits), websocket.client)
+        spec = self.graph.server
+        timed = TimedWebSocket(websocket, spec.idle_timeout_s, spec.write_timeout_s)
+        try:
+            await self.run_session(WebSocketTransport(timed, self.limits), websocket.client)
+        finally:
+            if timed.reason:
+                log.warning("WebSocket from %s closed: %s", websocket.client, timed.reason)
 
     async def realtime(self, websocket: WebSocket) -> None:
         """The OpenAI Realtime API; the token may come as a Bearer header or subprotocol."""
@@ -293,6 +311,8 @@ def serve(
     """Serve ``graph`` until interrupted: load the models once, bind, print the URL, run;
     over HTTPS with ``tls``.
 
+    When hung engines cannot recover in the process, the process exits with
+    :data:`~flowvoice.health.EXIT_ENGINE_DOWN` for a supervisor to restart it.
     Raises :class:`SessionError` when a node cannot set up and ``OSError`` when the
     address cannot be bound.
     """
@@ -315,6 +335,8 @@ def serve(
         )
     ssl_files = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
 
+    keep_large_buffers_off_the_heap()
+
     async def main() -> None:
         seconds = await prewarm(graph)
         log.info("models ready in %.2f s", seconds)
@@ -329,8 +351,28 @@ def serve(
             flush=True,
         )
         config = uvicorn.Config(
-            app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="off", **ssl_files
+            app,
+            log_level="warning",
+            ws_max_size=WS_MAX_SIZE,
+            lifespan="off",
+            **ssl_files,
+            **uvicorn_keepalive(graph.server),
         )
-        await uvicorn.Server(config).serve(sockets=[sock])
+        server = uvicorn.Server(config)
 
+        def stop(reason: str) -> None:
+            down.append(reason)
+            server.should_exit = True
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_engines, stop)
+            await server.serve(sockets=[sock])
+            tg.cancel_scope.cancel()
+
+    down: list[str] = []
     asyncio.run(main())
+    if down:  # a thread stuck in a hung engine would block the interpreter's exit forever
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_ENGINE_DOWN)

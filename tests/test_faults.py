@@ -33,6 +33,7 @@ from serving import RunningServer, running_server
 
 from flowvoice.graph.registry import get_node_type
 from flowvoice.graph.spec import LoadedGraph, load_graph
+from flowvoice.runtime.threads import abandoned_threads
 from flowvoice.server import create_app
 
 TESTS = Path(__file__).resolve().parent
@@ -112,10 +113,14 @@ def test_engine_hung_in_a_thread_ends_with_its_client() -> None:
             with clients(server.ws_url, 1) as (client,):
                 client.echo(1)
                 client.send(fault_frame())
+                client.send_marked(2)
                 time.sleep(0.5)
+                assert 2 not in client.marks(), "the engine hung: nothing after the fault"
             wait_until(lambda: not server.voice.live, 3, "the session to end after its client")
+            assert abandoned_threads() == 1, "the stuck thread was abandoned and counted"
         finally:
             fault_nodes.RELEASE_THREADS.set()  # before the server waits for its sessions
+        wait_until(lambda: abandoned_threads() == 0, 5, "the released thread to be uncounted")
 
 
 def tone_graph() -> LoadedGraph:
@@ -131,7 +136,9 @@ def tone_graph() -> LoadedGraph:
 
 
 def test_client_that_stops_reading_is_capped_by_backpressure(capsys) -> None:
-    with serving(tone_graph()) as (server, _):
+    graph = tone_graph()
+    graph.server.write_timeout_s = 0  # backpressure alone (tests/test_keepalive.py: the timeout)
+    with serving(graph) as (server, _):
         before = usage()
         sock, status = raw_websocket(server.port, rcvbuf=4096)
         assert status == 101
@@ -147,7 +154,7 @@ def test_client_that_stops_reading_is_capped_by_backpressure(capsys) -> None:
 
             took = wait_until(plateau, 30, "the tone source to be held back")
             during = usage()
-            assert len(produced) <= produced.capacity
+            assert len(produced) == produced.capacity, "held back by the full edge"
             assert http_get(server.port, "/health")[0] == 200, "the server still answers"
             with clients(server.ws_url, 1) as (reader,):
                 wait_until(lambda: len(reader.marks()) >= 100, 10, "a reading client's audio")

@@ -146,7 +146,7 @@ async def test_sessions_sharing_the_model_evaluate_only_their_new_message(monkey
     answers = replies(result.frames("a.text"))
     assert len(answers) == 2 and "blue" in answers[1].lower(), answers
     first_eval = next(n for t, n in evals if t > asked[0])
-    llama = result.session.nodes["a"]._model.llama
+    llama = result.session.nodes["a"]._model.engine.llama
     message = len(llama.tokenize(b"\nUser: What color is the sky?\nAssistant:", add_bos=False))
     print(f"a's second turn evaluated {first_eval} prompt tokens (its new message: {message})")
     assert first_eval <= message + 2  # not a's first exchange again

@@ -56,7 +56,7 @@ async def loaded_engine(type_name: str, params: dict) -> LoadedEngine:
     result = await run_node(type_name, params, [("text", Sentence(text="Warm up."))], timeout=120)
     assert result.events_of("error") == []
     assert is_audio_of(np.concatenate([f.samples for f in result.frames("audio")]), "Warm up.")
-    return result.session.nodes["node"]._engine
+    return result.session.nodes["node"].engine.engine
 
 
 # -- Kokoro ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,12 +144,14 @@ async def converse(
     pause_s: float = 1.0,
     reply_timeout_s: float = 15.0,
     reply_max_s: float = 30.0,
+    after_reply: Callable[[Exchange], Awaitable[None]] | None = None,
 ) -> tuple[list[Exchange], list[str]]:
     """Speak ``questions`` ((text, 16 kHz samples) pairs) to the server at ``url`` after
     ``lead_s`` of silence; returns the exchanges and any errors the server reported.
 
     A question gets ``reply_timeout_s`` for its reply to start and ``reply_max_s`` more for
-    it to finish; the next question follows ``pause_s`` after the reply.
+    it to finish; the next question follows ``pause_s`` after the reply (``after_reply`` is
+    awaited first, the microphone kept open meanwhile).
     """
     inbox = Inbox()
     exchanges: list[Exchange] = []
@@ -181,6 +183,9 @@ async def converse(
                     )
                 if inbox.closed:
                     break
+                if after_reply is not None:
+                    await after_reply(exchange)
+                    mic.next_at = time.monotonic()  # no burst of frames owed for the wait
                 await mic.silence(pause_s)
         except ConnectionClosed:
             pass

@@ -34,6 +34,17 @@ class ServerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Reliability settings (docs/design-notes.md, "Faults"); 0 turns a timeout off.
+    ping_interval_s: float = Field(20.0, ge=0, le=3600, description="WebSocket ping period.")
+    ping_timeout_s: float = Field(20.0, ge=0, le=3600, description="Wait for a ping's pong.")
+    idle_timeout_s: float = Field(60.0, ge=0, le=86400, description="No client message.")
+    write_timeout_s: float = Field(30.0, ge=0, le=3600, description="One send to the client.")
+    engine_timeout_s: float = Field(
+        20.0, gt=0, le=3600, description="Shared engine call without progress: hung."
+    )
+    max_abandoned_threads: int = Field(
+        3, ge=1, le=1000, description="Threads stuck in hung engines before the server exits."
+    )
 
 
 class NodeSpec(BaseModel):

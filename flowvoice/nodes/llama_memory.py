@@ -27,6 +27,11 @@ class SavedMemory:
         self._size = llama_cpp.llama_state_seq_get_data(llama.ctx, self._state, size, SEQ)
         self.tokens = llama.input_ids[: llama.n_tokens].copy()
 
+    @property
+    def nbytes(self) -> int:
+        """Size of the saved memory."""
+        return self._size
+
     def restore(self, llama: Any) -> None:
         """Put the memory back into ``llama``'s context, less its last token: the next prompt
         evaluates at least that token, so the logits it samples from are this conversation's.

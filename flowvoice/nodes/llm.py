@@ -5,11 +5,13 @@ once into the cache directory). It is a base model without a chat template, so
 ``prompt_style: auto`` uses a few-shot transcript completion prompt for it and chat
 completion for GGUFs that carry a chat template.
 
-Generation runs in a worker thread holding the model's lock (sessions share the model and
-its context; each session puts its conversation's saved memory back first, so only its new
-message is evaluated: :mod:`flowvoice.nodes.llama_memory`); tokens are pushed to the event
-loop as they come. Interrupting the turn cancels the node's
-dispatch, which stops generation at the next token and waits for the thread to return.
+Generation runs in a worker thread holding the shared model (a
+:class:`~flowvoice.runtime.engine.SharedEngine`: sessions share the model and its context;
+each session puts its conversation's saved memory back first, so only its new message is
+evaluated: :mod:`flowvoice.nodes.llama_memory`); tokens are pushed to the event loop as they
+come. A model that hangs fails the reply with the spoken ``error_reply`` and is reloaded for
+the next one. Interrupting the turn cancels the node's dispatch, which stops generation at
+the next token and waits for the thread to return.
 History and reply bookkeeping come from :class:`~flowvoice.nodes.llm_base.StreamingLLM`.
 """
 
@@ -32,8 +34,8 @@ from flowvoice.node import NodeSetupError
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.chat_history import ChatHistory
 from flowvoice.nodes.llama_memory import SavedMemory
-from flowvoice.nodes.llm_base import Emit, LLMParams, StreamingLLM
-from flowvoice.runtime.threads import stream_from_thread
+from flowvoice.nodes.llm_base import Emit, LLMParams, ReplyFailed, StreamingLLM
+from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
 
 GEMMA = "gemma3-270m"
 
@@ -88,7 +90,7 @@ def _close(llama: weakref.ref[Any]) -> None:
 
 
 class _Model:
-    """A loaded GGUF shared by every session; ``lock`` serialises generation."""
+    """A loaded GGUF shared by every session (through a :class:`SharedEngine`)."""
 
     def __init__(self, path: Path, n_ctx: int, threads: int, gpu_layers: int):
         from llama_cpp import Llama
@@ -105,7 +107,6 @@ class _Model:
         # interpreter has torn the module down).
         atexit.register(_close, weakref.ref(self.llama))
         self.has_chat_template = "tokenizer.chat_template" in self.llama.metadata
-        self.lock = threading.Lock()
 
 
 class LlamaCppParams(LLMParams):
@@ -157,65 +158,90 @@ class LlamaCpp(StreamingLLM):
         require("llama_cpp", "llama-cpp-python")
         threads = p.threads or min(4, os.cpu_count() or 1)
         layers = default_gpu_layers() if p.n_gpu_layers is None else p.n_gpu_layers
-        self._model = await self.context.resources.get(
+        label = f"llama.cpp {path.name}" + (
+            f", {'all' if layers < 0 else layers} layers on the GPU" if layers else ""
+        )
+        self._model: SharedEngine[_Model] = await self.context.resources.get(
             ("llm.llamacpp", str(path), p.n_ctx, threads, layers),
-            lambda: _Model(path, p.n_ctx, threads, layers),
-            label=f"llama.cpp {path.name}"
-            + (f", {'all' if layers < 0 else layers} layers on the GPU" if layers else ""),
+            lambda: SharedEngine(label, lambda: _Model(path, p.n_ctx, threads, layers)),
+            label=label,
         )
         style = p.prompt_style
         if style == "auto":
-            style = "chat" if self._model.has_chat_template else "completion"
+            style = "chat" if self._model.engine.has_chat_template else "completion"
         self.style = style
         warm = ChatHistory(p.system_prompt)
         warm.add_user("Hello!")
-        await anyio.to_thread.run_sync(self._generate, warm, 1, lambda _: None, threading.Event())
+        await self._model.stream(
+            lambda model, push, cancelled: self._generate(model, warm, 1, push, cancelled),
+            _ignore,
+        )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Size of this conversation's saved llama.cpp memory (its KV state)."""
+        return self._memory.nbytes if self._memory is not None else 0
 
     def _generate(
         self,
+        model: _Model,
         history: ChatHistory,
         max_tokens: int,
         push: Callable[[str], None],
         cancelled: threading.Event,
     ) -> None:
-        """Blocking: stream the reply to ``history``'s last user message into ``push``."""
-        llama, p = self._model.llama, self.params
-        with self._model.lock:
-            if self._memory is not None:
-                self._memory.restore(llama)
-            if self.style == "chat":
-                stream: Any = llama.create_chat_completion(
-                    history.chat_messages(),
-                    max_tokens=max_tokens,
-                    temperature=p.temperature,
-                    repeat_penalty=p.repeat_penalty,
-                    stream=True,
-                )
-            else:
-                stream = llama.create_completion(
-                    history.completion_prompt(),
-                    max_tokens=max_tokens,
-                    temperature=p.temperature,
-                    repeat_penalty=p.repeat_penalty,
-                    stop=history.completion_stop(),
-                    stream=True,
-                )
-            try:
-                for chunk in stream:
-                    if cancelled.is_set():
-                        break
-                    choice = chunk["choices"][0]
-                    text = choice["delta"].get("content") if "delta" in choice else choice["text"]
-                    if text:
-                        push(text)
-            finally:
-                stream.close()
-                self._memory = SavedMemory(llama)
+        """Blocking, holding ``model``: stream the reply to ``history``'s last user message."""
+        llama, p = model.llama, self.params
+        if self._memory is not None:
+            self._memory.restore(llama)
+        if self.style == "chat":
+            stream: Any = llama.create_chat_completion(
+                history.chat_messages(),
+                max_tokens=max_tokens,
+                temperature=p.temperature,
+                repeat_penalty=p.repeat_penalty,
+                stream=True,
+            )
+        else:
+            stream = llama.create_completion(
+                history.completion_prompt(),
+                max_tokens=max_tokens,
+                temperature=p.temperature,
+                repeat_penalty=p.repeat_penalty,
+                stop=history.completion_stop(),
+                stream=True,
+            )
+        try:
+            for chunk in stream:
+                if cancelled.is_set():
+                    break
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content") if "delta" in choice else choice["text"]
+                if text:
+                    push(text)
+        finally:
+            stream.close()
+            self._memory = SavedMemory(llama)
 
     async def generate(self, emit: Emit) -> None:
-        await stream_from_thread(
-            lambda push, cancelled: self._generate(
-                self.history, self.params.max_tokens, push, cancelled
-            ),
-            emit,
-        )
+        started = False
+
+        async def forward(text: str) -> None:
+            nonlocal started
+            started = True
+            await emit(text)
+
+        try:
+            await self._model.stream(
+                lambda model, push, cancelled: self._generate(
+                    model, self.history, self.params.max_tokens, push, cancelled
+                ),
+                forward,
+            )
+        except EngineFailed as exc:
+            await self.fail(str(exc), started, ENGINE_FAILED)
+            raise ReplyFailed(str(exc)) from exc
+
+
+async def _ignore(_: str) -> None:
+    pass

@@ -28,6 +28,11 @@ class LLMParams(NodeParams):
     max_tokens: int = Field(64, ge=1, le=8192, description="Longest reply, in tokens.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
     history_turns: int = Field(8, ge=0, le=100, description="Past exchanges kept in the prompt.")
+    error_reply: str = Field(
+        "Sorry, something went wrong. Please say that again.",
+        description="Spoken when the reply fails (engine hung or down); empty for silence. "
+        "The error itself is published as an 'error' event.",
+    )
 
 
 class ReplyFailed(Exception):
@@ -87,6 +92,18 @@ class StreamingLLM(Node):
         finally:
             self._record(turn, "".join(reply), outcome)
         await self.emit("text", TextDelta(text="", final=True))
+
+    async def fail(self, message: str, started: bool, code: str = "reply_failed") -> None:
+        """Publish the error; speak ``error_reply`` when nothing of the reply was said yet."""
+        self.context.publish(
+            "error",
+            code=code,
+            turn=self.context.frame_turn,
+            node=self.name,
+            message=f"{self.type_name}: {message}",
+        )
+        if self.params.error_reply and not started:
+            await self.emit("text", TextDelta(text=self.params.error_reply))
 
     def _record(self, turn: int, produced: str, outcome: str) -> None:
         unanswered = outcome == "failed" and not produced

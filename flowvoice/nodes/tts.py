@@ -2,10 +2,12 @@
 
 Each ``Sentence`` is synthesized in a worker thread; audio chunks are emitted as they are
 produced (piper: one chunk per sentence it finds in the text; espeak-ng: ~60 ms callbacks),
-at the engine's rate (22050 Hz for the bundled voices). An interrupt cancels the dispatch,
-which stops synthesis at the next chunk and waits for the thread. Each sentence and the
-duration of its audio go to the session's playback ledger, so the chat history can keep what
-the user heard.
+at the engine's rate (22050 Hz for the bundled voices). Sessions share each engine (a
+:class:`~flowvoice.runtime.engine.SharedEngine`); a call that hangs in it costs the sentence
+(an ``engine_failed`` error event) of every session waiting for it, not the sessions. An
+interrupt cancels the dispatch, which stops synthesis at the next chunk and waits for the
+thread. Each sentence and the duration of its audio go to the session's playback ledger, so
+the chat history can keep what the user heard.
 
 RealtimeTTS is not the adapter here: importing its engines pulls PyAudio/PortAudio, its
 PiperEngine shells out to a ``piper`` binary instead of using piper-tts in process, and its
@@ -18,11 +20,9 @@ import ctypes
 import functools
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import numpy as np
 from pydantic import Field
 
@@ -31,7 +31,7 @@ from flowvoice.frames import AudioFrame, Frame, Sentence
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, NodeParams, NodeSetupError, Port
 from flowvoice.nodes._deps import require
-from flowvoice.runtime.threads import stream_from_thread
+from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
 from flowvoice.transport import SPEECH_FAILED
 
 Push = Callable[[np.ndarray], None]
@@ -44,22 +44,26 @@ class SynthesisFailed(Exception):
 
 
 class _TTSNode(Node):
-    """Base of the TTS nodes: subclasses set ``sample_rate`` in setup and implement
-    :meth:`synthesize`; this runs it per sentence in a worker thread, streams the chunks,
-    marks ``first_audio`` and records the sentence in the playback ledger."""
+    """Base of the TTS nodes: subclasses set ``engine`` and ``sample_rate`` in setup and
+    implement :meth:`synthesize`; this runs it per sentence in a worker thread holding the
+    engine, streams the chunks, marks ``first_audio`` and records the sentence in the
+    playback ledger."""
 
     inputs = {"text": Port(Sentence)}
     outputs = {"audio": Port(AudioFrame, doc="PCM16 mono at the voice's sample rate")}
     preemptible = True
     #: Output rate in Hz (set by setup).
     sample_rate: int = 22050
+    #: The shared engine :meth:`synthesize` gets (set by setup).
+    engine: SharedEngine[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conversation = Conversation.of(self.context)
 
-    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
-        """Blocking: push int16 chunks of ``text`` as produced; stop soon after ``cancelled``."""
+    def synthesize(self, engine: Any, text: str, push: Push, cancelled: threading.Event) -> None:
+        """Blocking, holding ``engine``: push int16 chunks of ``text`` as produced; stop soon
+        after ``cancelled``."""
         raise NotImplementedError
 
     async def stream_audio(self, text: str, send: Send) -> None:
@@ -67,8 +71,8 @@ class _TTSNode(Node):
         it is produced; cancelling stops the synthesis. By default :meth:`synthesize` runs in
         a worker thread. May raise :class:`SynthesisFailed`. Shared by the node's sessions
         and the speech API: must be reentrant."""
-        await stream_from_thread(
-            lambda push, cancelled: self.synthesize(text, push, cancelled), send
+        await self.engine.stream(
+            lambda engine, push, cancelled: self.synthesize(engine, text, push, cancelled), send
         )
 
     async def process(self, port: str, frame: Frame) -> None:
@@ -96,6 +100,10 @@ class _TTSNode(Node):
 
         try:
             await self.stream_audio(text, send)
+        except EngineFailed as exc:
+            self.context.publish(
+                "error", code=ENGINE_FAILED, turn=turn, node=self.name, message=str(exc)
+            )
         except SynthesisFailed as exc:
             cut = "the sentence was cut off: " if sent else ""
             self.context.publish(
@@ -130,21 +138,14 @@ def resolve_voice(voice: str) -> tuple[Path, Path]:
     )
 
 
-@dataclass
-class _Piper:
-    """A loaded voice shared by every session; ``lock`` serialises synthesis."""
+def load_piper(model: Path, config: Path) -> Any:
+    """A prewarmed ``PiperVoice``."""
+    from piper import PiperVoice
 
-    voice: Any
-    lock: threading.Lock
-
-    @classmethod
-    def load(cls, model: Path, config: Path) -> _Piper:
-        from piper import PiperVoice
-
-        piper = cls(PiperVoice.load(model, config), threading.Lock())
-        for _ in piper.voice.synthesize("Hello."):  # prewarm
-            pass
-        return piper
+    voice = PiperVoice.load(model, config)
+    for _ in voice.synthesize("Hello."):
+        pass
+    return voice
 
 
 class PiperParams(NodeParams):
@@ -168,12 +169,13 @@ class PiperTTS(_TTSNode):
     async def setup(self) -> None:
         model, config = resolve_voice(self.params.voice)
         require("piper", "piper-tts")
-        self._piper: _Piper = await self.context.resources.get(
+        label = f"piper {model.stem}"
+        self.engine = await self.context.resources.get(
             ("tts.piper", str(model)),
-            lambda: _Piper.load(model, config),
-            label=f"piper {model.stem}",
+            lambda: SharedEngine(label, lambda: load_piper(model, config)),
+            label=label,
         )
-        self.sample_rate = self._piper.voice.config.sample_rate
+        self.sample_rate = self.engine.engine.config.sample_rate
         from piper import SynthesisConfig
 
         p = self.params
@@ -181,12 +183,11 @@ class PiperTTS(_TTSNode):
             speaker_id=p.speaker_id, length_scale=p.length_scale, noise_scale=p.noise_scale
         )
 
-    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
-        with self._piper.lock:
-            for chunk in self._piper.voice.synthesize(text, self._config):
-                if cancelled.is_set():
-                    return
-                push(chunk.audio_int16_array)
+    def synthesize(self, engine: Any, text: str, push: Push, cancelled: threading.Event) -> None:
+        for chunk in engine.synthesize(text, self._config):
+            if cancelled.is_set():
+                return
+            push(chunk.audio_int16_array)
 
 
 # -- espeak-ng ---------------------------------------------------------------------------------
@@ -203,7 +204,8 @@ _CALLBACK = ctypes.CFUNCTYPE(
 
 class _Espeak:
     """The espeak-ng library of espeakng-loader, in process. It is process-global and not
-    reentrant, so there is one instance and ``synthesize`` holds its lock."""
+    reentrant: one instance, used by one call at a time (its :class:`SharedEngine`), which
+    cannot be reloaded after a call hung in it."""
 
     def __init__(self) -> None:
         loader = require("espeakng_loader", "espeakng-loader")
@@ -225,7 +227,6 @@ class _Espeak:
                 f"espeak-ng failed to initialise (data at {loader.get_data_path()})"
             )
         self.sample_rate = rate
-        self.lock = threading.Lock()
         self._push: Push | None = None
         self._cancelled: threading.Event | None = None
         self._callback = _CALLBACK(self._on_audio)  # kept alive: the library holds it
@@ -237,7 +238,7 @@ class _Espeak:
         return 1 if self._cancelled is not None and self._cancelled.is_set() else 0
 
     def set_voice(self, voice: str, rate_wpm: int) -> None:
-        """Select ``voice``; call with the lock held."""
+        """Select ``voice`` (blocking, holding the engine)."""
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise NodeSetupError(
                 f"espeak-ng has no voice {voice!r} (e.g. en-us, en-gb, de, fr; "
@@ -249,20 +250,17 @@ class _Espeak:
         self, text: str, voice: str, rate_wpm: int, push: Push, cancelled: threading.Event
     ) -> None:
         data = text.encode() + b"\0"
-        with self.lock:
-            self.set_voice(voice, rate_wpm)
-            self._push, self._cancelled = push, cancelled
-            try:
-                self._lib.espeak_Synth(
-                    data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-                )
-            finally:
-                self._push = self._cancelled = None
+        self.set_voice(voice, rate_wpm)
+        self._push, self._cancelled = push, cancelled
+        try:
+            self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        finally:
+            self._push = self._cancelled = None
 
 
 @functools.cache
-def _espeak() -> _Espeak:
-    return _Espeak()
+def _espeak() -> SharedEngine[_Espeak]:
+    return SharedEngine("espeak-ng", _Espeak, reloadable=False)
 
 
 class EspeakParams(NodeParams):
@@ -278,15 +276,10 @@ class EspeakTTS(_TTSNode):
     params: EspeakParams
 
     async def setup(self) -> None:
-        self._espeak: _Espeak = await self.context.resources.get(
-            "tts.espeak", _espeak, label="espeak-ng"
-        )
-        self.sample_rate = self._espeak.sample_rate
-        await anyio.to_thread.run_sync(self._check_voice)
+        self.engine = await self.context.resources.get("tts.espeak", _espeak, label="espeak-ng")
+        self.sample_rate = self.engine.engine.sample_rate
+        p = self.params
+        await self.engine.call(lambda espeak: espeak.set_voice(p.voice, p.rate))
 
-    def _check_voice(self) -> None:
-        with self._espeak.lock:
-            self._espeak.set_voice(self.params.voice, self.params.rate)
-
-    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
-        self._espeak.synthesize(text, self.params.voice, self.params.rate, push, cancelled)
+    def synthesize(self, engine: Any, text: str, push: Push, cancelled: threading.Event) -> None:
+        engine.synthesize(text, self.params.voice, self.params.rate, push, cancelled)

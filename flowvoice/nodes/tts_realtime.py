@@ -45,6 +45,7 @@ from flowvoice.node import NodeParams, NodeSetupError
 from flowvoice.nodes._deps import require
 from flowvoice.nodes._hub import download_hint, missing_files
 from flowvoice.nodes.tts import Push, _TTSNode
+from flowvoice.runtime.engine import SharedEngine
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ class _EngineSink:
 
 
 class LoadedEngine:
-    """A constructed RealtimeTTS engine, shared across sessions; syntheses run one at a time."""
+    """A constructed RealtimeTTS engine, shared across sessions (through a
+    :class:`SharedEngine`, which runs one synthesis at a time)."""
 
     def __init__(self, engine: Any):
         self.engine = engine
@@ -97,11 +99,10 @@ class LoadedEngine:
             )
         self._sink = _EngineSink()
         engine.queue = self._sink
-        self._lock = threading.Lock()
 
     def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> bool:
-        """Synthesize ``text`` (blocking), pushing PCM16 chunks; stops soon after ``cancelled``.
-        Text without a word to say (``...``, ``*``) is done at once."""
+        """Synthesize ``text`` (blocking, holding the engine), pushing PCM16 chunks; stops soon
+        after ``cancelled``. Text without a word to say (``...``, ``*``) is done at once."""
         if not SPEAKABLE.search(text):
             return True
 
@@ -113,26 +114,25 @@ class LoadedEngine:
             if len(samples):
                 push(samples)
 
-        with self._lock:
-            self.settle()
-            self._sink.target = forward
-            try:
-                done = self.engine.synthesize(text) is not False
-                if not done and cancelled.is_set():
-                    self.stopped()
-                return done or cancelled.is_set()
-            except Exception:  # an engine bug must cost one sentence, not the session
-                log.exception("%s failed on %r", type(self.engine).__name__, text[:60])
-                return False
-            finally:
-                self._sink.target = None
-                self._forget_timings()
+        self.settle()
+        self._sink.target = forward
+        try:
+            done = self.engine.synthesize(text) is not False
+            if not done and cancelled.is_set():
+                self.stopped()
+            return done or cancelled.is_set()
+        except Exception:  # an engine bug must cost one sentence, not the session
+            log.exception("%s failed on %r", type(self.engine).__name__, text[:60])
+            return False
+        finally:
+            self._sink.target = None
+            self._forget_timings()
 
     def settle(self) -> None:
         """Before a synthesis: clear what an earlier stopped one left in the engine."""
 
     def stopped(self) -> None:
-        """After a synthesis the stop event ended early (the lock is held)."""
+        """After a synthesis the stop event ended early (holding the engine)."""
 
     def _forget_timings(self) -> None:
         """Drop the word timings the engine recorded (RealtimeTTS's stream reads them; nobody
@@ -214,29 +214,40 @@ class RealtimeTTSNode(_TTSNode):
     def check_weights(self) -> None:
         """Raise NodeSetupError when the engine's weights are not on this machine."""
 
-    def create_engine(self) -> Any:
-        """Construct the engine (blocking; heavy imports happen here)."""
+    @classmethod
+    def create_engine(cls, params: Any) -> Any:
+        """Construct the engine for ``params`` (blocking; heavy imports happen here). A class
+        method: the shared engine keeps it to reload a hung engine, and must not keep a node."""
         raise NotImplementedError
 
     def resource_key(self) -> tuple[Any, ...]:
         return (self.type_name, self.params.model_dump_json())
 
-    def _require(self, module: str, package: str) -> Any:
-        return require(module, package, self.extra)
+    @classmethod
+    def _require(cls, module: str, package: str) -> Any:
+        return require(module, package, cls.extra)
 
     async def setup(self) -> None:
         self.check_weights()
         self._require("RealtimeTTS", "realtimetts")
         self._require("pyaudio", "PyAudio")  # every RealtimeTTS engine module imports it
-        self._engine: LoadedEngine = await self.context.resources.get(
-            self.resource_key(),
-            lambda: self.loaded_engine(self.create_engine()),
-            label=f"{self.engine_label} ({self.type_name})",
+        label, create, params = (
+            f"{self.engine_label} ({self.type_name})",
+            self.create_engine,
+            self.params,
         )
-        self.sample_rate = self._engine.sample_rate
+        loaded = self.loaded_engine
+        self.engine = await self.context.resources.get(
+            self.resource_key(),
+            lambda: SharedEngine(label, lambda: loaded(create(params))),
+            label=label,
+        )
+        self.sample_rate = self.engine.engine.sample_rate
 
-    def synthesize(self, text: str, push: Push, cancelled: threading.Event) -> None:
-        if not self._engine.synthesize(text, push, cancelled):
+    def synthesize(
+        self, engine: LoadedEngine, text: str, push: Push, cancelled: threading.Event
+    ) -> None:
+        if not engine.synthesize(text, push, cancelled):
             anyio.from_thread.run_sync(
                 functools.partial(
                     self.context.publish,
@@ -308,9 +319,10 @@ class KokoroTTS(RealtimeTTSNode):
                 "installed: run `python -m spacy download en_core_web_sm`"
             )
 
-    def create_engine(self) -> Any:
-        engine_module = self._require("RealtimeTTS.engines.kokoro_engine", "kokoro")
-        return engine_module.KokoroEngine(voice=self.params.voice, default_speed=self.params.speed)
+    @classmethod
+    def create_engine(cls, params: KokoroParams) -> Any:
+        engine_module = cls._require("RealtimeTTS.engines.kokoro_engine", "kokoro")
+        return engine_module.KokoroEngine(voice=params.voice, default_speed=params.speed)
 
 
 # -- Coqui XTTS --------------------------------------------------------------------------------
@@ -374,9 +386,9 @@ class CoquiTTS(RealtimeTTSNode):
         if voice.lower().endswith(".wav") and not Path(voice).expanduser().is_file():
             raise NodeSetupError(f"Coqui reference voice {voice!r} does not exist")
 
-    def create_engine(self) -> Any:
-        engine_module = self._require("RealtimeTTS.engines.coqui_engine", "coqui-tts")
-        p = self.params
+    @classmethod
+    def create_engine(cls, p: CoquiParams) -> Any:
+        engine_module = cls._require("RealtimeTTS.engines.coqui_engine", "coqui-tts")
         engine = engine_module.CoquiEngine(
             specific_model=p.version,
             local_models_path=str(Path(p.models_path).expanduser()),
@@ -466,10 +478,10 @@ class OrpheusTTS(RealtimeTTSNode):
                     f"{', '.join(map(str, served))}); {serve_hint}"
                 )
 
-    def create_engine(self) -> Any:
-        engine_module = self._require("RealtimeTTS.engines.orpheus_engine", "snac")
-        self._require("snac", "snac")
-        p = self.params
+    @classmethod
+    def create_engine(cls, p: OrpheusParams) -> Any:
+        engine_module = cls._require("RealtimeTTS.engines.orpheus_engine", "snac")
+        cls._require("snac", "snac")
         engine = engine_module.OrpheusEngine(
             api_url=p.api_url,
             model=p.model,
@@ -515,5 +527,6 @@ class GenericRealtimeTTS(RealtimeTTSNode):
     Params = GenericParams
     params: GenericParams
 
-    def create_engine(self) -> Any:
-        return import_object(self.params.engine)(**self.params.options)
+    @classmethod
+    def create_engine(cls, params: GenericParams) -> Any:
+        return import_object(params.engine)(**params.options)

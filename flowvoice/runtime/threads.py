@@ -12,6 +12,15 @@ import anyio.from_thread
 import anyio.to_thread
 
 T = TypeVar("T")
+_abandoned_lock = threading.Lock()
+_abandoned = 0
+
+
+def abandoned_threads() -> int:
+    """Worker threads abandoned by :func:`stream_from_thread` that are still stuck now."""
+    return _abandoned
+
+
 #: How long a cancelled producer thread gets to return before it is abandoned.
 GRACE_S = 1.0
 
@@ -26,13 +35,14 @@ async def stream_from_thread(
 
     When the caller is cancelled (or ``consume`` fails), ``cancelled`` is set and this waits up
     to ``grace_s`` for the thread to return; a thread stuck in a blocking call past that is
-    abandoned (it can push nothing more), so a hung engine never holds its session open.
-    An error in ``produce`` is re-raised.
+    abandoned (it can push nothing more), so a hung engine never holds its session open;
+    :func:`abandoned_threads` counts it until it returns. An error in ``produce`` is re-raised.
     """
     send, receive = anyio.create_memory_object_stream[T](math.inf)
     cancelled = threading.Event()
     worker_exited = anyio.Event()
     errors: list[BaseException] = []
+    fate = {"returned": False, "abandoned": False}  # guarded by _abandoned_lock
 
     def push(item: T) -> None:
         if cancelled.is_set():
@@ -46,10 +56,27 @@ async def stream_from_thread(
     # only a thread still stuck after the grace period is abandoned (by cancelling this).
     worker_scope = anyio.CancelScope(shield=True)
 
+    def run() -> None:
+        global _abandoned
+        try:
+            produce(push, cancelled)
+        finally:
+            with _abandoned_lock:
+                fate["returned"] = True
+                if fate["abandoned"]:
+                    _abandoned -= 1
+
+    def abandon() -> None:
+        global _abandoned
+        with _abandoned_lock:
+            if not fate["returned"]:
+                fate["abandoned"] = True
+                _abandoned += 1
+
     async def worker() -> None:
         with send, worker_scope:
             try:
-                await anyio.to_thread.run_sync(produce, push, cancelled, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
             except Exception as exc:
                 errors.append(exc)
             finally:
@@ -65,6 +92,8 @@ async def stream_from_thread(
                 cancelled.set()
                 with anyio.move_on_after(grace_s, shield=True):
                     await worker_exited.wait()
+                if not worker_exited.is_set():
+                    abandon()
                 worker_scope.cancel()
     if errors:
         raise errors[0]
