@@ -13,11 +13,12 @@ register_nodes()
 
 @pytest.fixture
 def own_resources():
-    """Models a test loads (fakes, made-up device settings) leave the process-wide cache
-    when it ends, so later tests load the real ones."""
+    """A test loads its own models (fakes, made-up device settings): the process-wide cache
+    starts empty and gets its earlier models back when the test ends."""
     from flowvoice.runtime.resources import shared_resources
 
     before = dict(shared_resources._items)
+    shared_resources._items.clear()  # the test's own loads, not what earlier tests cached
     yield shared_resources
     shared_resources._items.clear()
     shared_resources._items.update(before)

@@ -123,8 +123,20 @@ def test_conversation_and_barge_in_over_webrtc(browser_in, tmp_path: Path) -> No
     paused_at = seen["voicePausedAt"][0]
     assert first["turn"] > int(interrupted) and paused_at <= first["at"]
     assert first["silentAt"] is not None and first["silentAt"] - first["at"] < 500
+    # Quiet within a meter tick of the pause, or already quiet then (a gap between sentences
+    # on a slow machine): no sound began between the pause and the interrupt.
     quiet = [t for t in seen["quietAt"] if t >= paused_at - 50]
-    assert quiet and quiet[0] - paused_at < 150, (paused_at, seen["quietAt"])  # a meter tick
+    sounded_before = [t for t in seen["soundAt"] if t <= paused_at]
+    quiet_before = [t for t in seen["quietAt"] if t <= paused_at]
+    already_quiet = bool(quiet_before) and (
+        not sounded_before or quiet_before[-1] >= sounded_before[-1]
+    )
+    assert already_quiet or (quiet and quiet[0] - paused_at < 150), (
+        paused_at,
+        seen["soundAt"],
+        seen["quietAt"],
+    )
+    assert not [t for t in seen["soundAt"] if paused_at < t < first["at"]], "sound while held"
     assert seen["lastPlayedAt"][interrupted] <= paused_at + 150  # one track_sent interval
     # (how much of the story came before the barge-in depends on the machine's load)
     assert 200 < seen["playedMs"][interrupted] < 12_000, "the story was heard in part"

@@ -55,6 +55,12 @@ class _Server(uvicorn.Server):
         await super().serve(sockets)
 
 
+def keepalive_of(app: Starlette) -> dict[str, Any]:
+    """uvicorn's ping settings from a flowvoice app's graph; none for another app."""
+    server = getattr(app.state, "server", None)
+    return uvicorn_keepalive(server.graph.server) if server is not None else {}
+
+
 @contextmanager
 def running_server(app: Starlette) -> Iterator[RunningServer]:
     """Serve ``app`` on a free 127.0.0.1 port until the block ends (with its graph's pings)."""
@@ -64,7 +70,7 @@ def running_server(app: Starlette) -> Iterator[RunningServer]:
         log_level="warning",
         lifespan="off",
         ws_max_size=WS_MAX_SIZE,
-        **uvicorn_keepalive(app.state.server.graph.server),
+        **keepalive_of(app),
     )
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
