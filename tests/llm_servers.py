@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flowvoice.testing.server_process import free_port
+from flowvoice.testing.server_process import free_port, stop_process
 
 ALIAS = "gemma3-270m"
 SERVER_MODULES = ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
@@ -82,12 +82,7 @@ def llama_server(tmp: Path, start_timeout: float = 90.0) -> Iterator[LlamaServer
             time.sleep(0.2)
         yield LlamaServer(url, log, key)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process, 10)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from flowvoice.graph.spec import LoadedGraph, load_graph
-from flowvoice.testing.server_process import ServerProcess, free_port, healthy
+from flowvoice.testing.server_process import ServerProcess, free_port, healthy, stop_process
 from flowvoice.transport import decode_audio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,9 +346,4 @@ def nginx_proxy(replicas: list[int], tmp_path: Path) -> Iterator[Proxy]:
         assert proc.poll() is None, f"nginx exited:\n{proxy.error_log()}"
         yield proxy
     finally:
-        proc.terminate()  # fast shutdown of the master and its workers
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 10)

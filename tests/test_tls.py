@@ -26,6 +26,7 @@ from test_browser import CHROMIUM, browser_for, open_page, spoken_wav, state  # 
 from websockets.sync.client import connect
 
 from flowvoice import tls
+from flowvoice.testing.server_process import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"serving \S+ at (https?)://([^/\s]+)/")
@@ -119,12 +120,7 @@ def flowvoice_run(*args: str, env: dict[str, str], ready_s: float = 300) -> Iter
                 yield match.group(1), match.group(2), errors
                 return
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+        stop_process(proc, 15)
 
 
 def test_run_serves_page_and_websocket_over_https_with_a_self_signed_certificate(

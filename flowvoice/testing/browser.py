@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flowvoice.testing.server_process import stop_process
+
 CHROMIUM = Path("/usr/bin/chromium")
 #: The server's port inside its namespace (nothing else listens there).
 PORT = 8765
@@ -82,12 +84,7 @@ def server_in_namespace(
             time.sleep(0.2)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 15)
 
 
 def chromium_in(proc: subprocess.Popen, folder: Path) -> Path:

@@ -34,6 +34,18 @@ def exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 15, sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` to ``proc`` (SIGKILL after ``timeout`` if it is still running); its exit
+    code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as sock:
@@ -114,13 +126,7 @@ class ServerProcess:
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 15) -> int:
         """Send ``sig`` (SIGKILL after ``timeout`` if it is still running); the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return stop_process(self.proc, timeout, sig)
 
     def stop(self) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it has not exited within 15 s."""
