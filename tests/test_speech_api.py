@@ -11,6 +11,9 @@ import wave
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from json_strategies import json_values
 from serving import ROOT, running_server
 from speech_audio import speak, wer, write_wav
 
@@ -246,3 +249,25 @@ def test_an_engine_that_cannot_start_is_a_503_naming_it(question_wav):
             "cannot start",
             "'/no/such/whisper' does not exist",
         )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=json_values, upload=st.binary(max_size=400))
+def test_fuzzed_requests_get_a_clear_4xx(server, body, upload):
+    """Arbitrary JSON to /v1/audio/speech and arbitrary bytes as the file to transcribe: a 4xx
+    with an OpenAI-style error message, never a 5xx or a traceback."""
+    auth = {"Authorization": "Bearer secret-token"}
+    responses = [
+        httpx.post(f"{server.url}/v1/audio/speech", json=body, headers=auth, timeout=30),
+        httpx.post(
+            f"{server.url}/v1/audio/transcriptions",
+            data={"model": "whisper-1"},
+            files={"file": ("clip.wav", upload, "audio/wav")},
+            headers=auth,
+            timeout=30,
+        ),
+    ]
+    for response in responses:
+        assert 400 <= response.status_code < 500, (body, upload[:40], response.text)
+        assert response.json()["error"]["message"]
+        assert "Traceback" not in response.text

@@ -21,6 +21,9 @@ import pytest
 pytest.importorskip("aiortc")
 
 from aiortc import RTCPeerConnection  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from json_strategies import json_values  # noqa: E402
 from serving import running_server  # noqa: E402
 from test_browser import ECHO_WITH_TAP  # noqa: E402
 from webrtc_peer import Peer, connect, post_offer, wait_for  # noqa: E402
@@ -310,3 +313,33 @@ def test_resumed_voice_replays_what_the_page_muted() -> None:
     assert np.array_equal(r["resumed"], tone(0.2)[int(0.04 * TRACK_RATE) :][:FRAME_SAMPLES])
     # Events wait for the data channel, in order (track_sent reports among them).
     assert [e for e in r["events"] if e != "track_sent"] == ["voice_paused", "voice_resumed"]
+
+
+OFFER_BODIES = st.one_of(
+    st.binary(max_size=300),
+    json_values,
+    st.fixed_dictionaries(
+        {"sdp": st.one_of(st.text(max_size=200), json_values), "type": st.sampled_from(["offer"])}
+    ),
+)
+
+
+def test_fuzzed_offers_get_a_clear_error_and_leave_nothing_behind() -> None:
+    """Arbitrary bodies at /webrtc/offer: a 4xx JSON error each, never a 5xx or a traceback,
+    and no peer connection or session left over."""
+    with echo_server() as server:
+        gateway = server.voice.webrtc
+
+        @settings(max_examples=40, deadline=None)
+        @given(body=OFFER_BODIES)
+        def post(body) -> None:
+            response = asyncio.run(post_offer(server.url, body))
+            assert 400 <= response.status_code < 500, (body, response.text)
+            error = response.json()
+            assert error["type"] == "error" and error["message"]
+            assert "Traceback" not in response.text
+
+        post()
+        done = wait_for(lambda: not gateway.peers and not gateway.tasks, 10, "peers closed")
+        asyncio.run(done)
+        assert not server.voice.live
