@@ -4,6 +4,7 @@ client: a real uvicorn on 127.0.0.1 serving the default graph's Whisper and Pipe
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 import wave
@@ -258,7 +259,12 @@ def test_fuzzed_requests_get_a_clear_4xx(server, body, upload):
     with an OpenAI-style error message, never a 5xx or a traceback."""
     auth = {"Authorization": "Bearer secret-token"}
     responses = [
-        httpx.post(f"{server.url}/v1/audio/speech", json=body, headers=auth, timeout=30),
+        httpx.post(  # json.dumps writes NaN and Infinity too: not JSON, the server must say so
+            f"{server.url}/v1/audio/speech",
+            content=json.dumps(body),
+            headers={**auth, "Content-Type": "application/json"},
+            timeout=30,
+        ),
         httpx.post(
             f"{server.url}/v1/audio/transcriptions",
             data={"model": "whisper-1"},
