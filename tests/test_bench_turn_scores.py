@@ -4,6 +4,7 @@ with hand-made scores (the scoring itself runs the real models in the benchmark)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from flowvoice.bench import turn_scores
 from flowvoice.bench.turn_scores import ScoredPause, best, grid, replay
@@ -48,3 +49,9 @@ def test_main_replays_kept_scores(tmp_path, capsys):
     assert turn_scores.main(scores_path=str(kept)) == 0
     out = capsys.readouterr().out
     assert "current defaults" in out and "best within 2 % cut-offs" in out
+
+
+def test_the_text_score_keeps_a_confident_fragment_from_being_cut_off():
+    fragment = replace(pause("hold", "So I was thinking.", 0.95), p_text=0.01, text_ms=50.0)
+    assert replay([fragment], SmartTurnParams()).cut_off_rate == 0
+    assert replay([fragment], SmartTurnParams(text_model="")).cut_off_rate > 0.5

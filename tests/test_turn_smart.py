@@ -92,3 +92,43 @@ async def test_a_missing_model_file_fails_with_a_clear_message(tmp_path):
         await run_node("turn.smart", {"model": str(missing)}, [])
     message = str(failed.value)
     assert str(missing) in message and "turn.smart" in message
+
+
+def test_the_text_score_moves_the_audio_score_in_log_odds():
+    from flowvoice.nodes.turn_smart import SmartTurnParams, combined, hold_ms
+
+    params = SmartTurnParams()
+    assert (params.confident_p, params.unlikely_p) == (0.7, 0.005)
+    assert SmartTurnParams(text_model="").confident_p == 0.9  # calibrated for audio alone
+    assert combined(0.5, 0.8, 3.0) > 0.9 and combined(0.95, 0.03, 3.0) < 0.01
+    assert combined(0.42, None, 3.0) == combined(0.42, 0.9, 0.0) == 0.42
+    # Smart Turn unsure, words that end the request: a quick commit; sure audio on words
+    # that go on: the long hold.
+    assert hold_ms(0.5, "What is the capital of France?", params, 0.8) == params.confident_ms
+    assert hold_ms(0.95, "So I was thinking", params, 0.03) == params.max_wait_ms
+
+
+async def test_the_turn_waits_for_the_text_models_judgement():
+    script = [
+        ("audio", silence(1.0)),
+        ("vad", VADEvent(kind="start")),
+        ("audio", silence(1.0)),
+        ("vad", VADEvent(kind="end")),
+        ("transcript", Transcript(text="What is the capital of France?", final=True)),
+        3.0,
+    ]
+    result = await run_node("turn.smart", {}, script)
+    (judged,) = result.events_of("turn_text_score")
+    assert judged["probability"] > 0.3
+    (turn,) = result.frames("user_turn")
+    assert turn.text == "What is the capital of France?"
+    alone = await run_node("turn.smart", {"text_model": ""}, script)
+    assert not alone.events_of("turn_text_score") and len(alone.frames("user_turn")) == 1
+
+
+async def test_a_missing_text_model_fails_with_a_clear_message(tmp_path):
+    missing = tmp_path / "judge.gguf"
+    with pytest.raises(SessionError) as failed:
+        await run_node("turn.smart", {"text_model": str(missing)}, [])
+    message = str(failed.value)
+    assert "text_model" in message and str(missing) in message

@@ -4,15 +4,16 @@ Every hold utterance of the ``bench turns`` corpus (a pause after a continuation
 filler, a comma or inside a number) is spoken up to its pause, and every complete question
 in full, each by every corpus voice. For each such pause the shipped Smart Turn model scores
 the audio as ``turn.smart`` would (half a second of lead-in, the speech, ``score_after_ms``
-of silence; the complete ones again at ``rescore_ms``) and tiny.en transcribes it, so the
-text rule sees what Whisper writes. Then ``turn.smart``'s own hold rule
+of silence; the complete ones again at ``rescore_ms``), tiny.en transcribes it, so the
+text rules see what Whisper writes, and the text end-of-turn model judges that transcript.
+Then ``turn.smart``'s own hold rule
 (:func:`flowvoice.nodes.turn_smart.hold_ms`) is replayed over a grid of thresholds:
 
 - a hold pause is **cut off** when the turn could commit before the pause ends: the
   policy's hold has passed, the VAD has ended the speech and the transcript is in (the
-  measured transcription time after the VAD's pause event). Each hold is tried with every
-  pause length of the corpus (200-900 ms): a score at ``score_after_ms`` does not depend on
-  how long the pause will last;
+  measured transcription and text-model times after the VAD's pause event). Each hold is
+  tried with every pause length of the corpus (200-900 ms): a score at ``score_after_ms``
+  does not depend on how long the pause will last;
 - a complete question **commits** after its hold (after the rescore when the first score
   was unlikely), once the VAD has ended the speech and the transcript is in.
 
@@ -28,20 +29,23 @@ import json
 import platform
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 
 import numpy as np
 
 from flowvoice.bench.turns_corpus import COMPLETES, HOLDS, PAUSES_MS, PROMPTS, RATE, VOICES, speak
 from flowvoice.nodes.stt import Decoding, _Whisper, resolve_model
-from flowvoice.nodes.turn_smart import PREROLL_S, SmartTurnParams, hold_ms
+from flowvoice.nodes.turn_smart import PREROLL_S, SmartTurnParams, combined, hold_ms
 from flowvoice.nodes.vad import VADParams
 
+TEXT_WEIGHTS = (0.0, 1.0, 2.0, 3.0, 4.0)
 CONFIDENT_P = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-UNLIKELY_P = (0.05, 0.1, 0.2, 0.3)
+UNLIKELY_P = (0.001, 0.005, 0.01, 0.05, 0.1, 0.2)
 CONFIDENT_MS = (200, 250, 300, 400)
 UNSURE_MS = (500, 700, 900)
+#: The thresholds the grid varies, as the table shows them.
+SETTINGS = ("text_weight", "confident_p", "unlikely_p", "confident_ms", "unsure_ms")
 #: Shares of hold pauses a setting may cut off: the best setting within each is shown.
 CUT_OFF_BUDGETS = (0.02, 0.05, 0.10)
 
@@ -57,6 +61,8 @@ class ScoredPause:
     p_score: float  # at score_after_ms of silence
     p_rescore: float | None  # at rescore_ms (complete only)
     transcribe_ms: float
+    p_text: float | None = None  # the text model's, on the transcript
+    text_ms: float = 0.0  # the text model's time
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,9 @@ class Outcome:
 def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredPause]:
     """Speak, transcribe and score every hold and complete utterance in every voice."""
     from flowvoice.nodes.smart_turn_model import SmartTurnModel
+    from flowvoice.nodes.text_turn_model import TextTurnModel
+
+    text_model = TextTurnModel.load(params.text_model or "gemma3-270m")
 
     model = SmartTurnModel.load()
     whisper = _Whisper(resolve_model("tiny.en"), "cpu", "int8", 0)
@@ -89,7 +98,12 @@ def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredP
 
         p_rescore = silence_then_score(params.rescore_ms) if kind == "complete" else None
         p = silence_then_score(params.score_after_ms)
-        out.append(ScoredPause(kind, text, voice.name, transcript, p, p_rescore, elapsed))
+        started = time.perf_counter()
+        p_text = text_model.probability(transcript)
+        text_ms = 1000 * (time.perf_counter() - started)
+        out.append(
+            ScoredPause(kind, text, voice.name, transcript, p, p_rescore, elapsed, p_text, text_ms)
+        )
         if progress and n % 25 == 0:
             print(f"  scored {n}/{len(items) * len(VOICES)} pauses", flush=True)
     return out
@@ -97,17 +111,35 @@ def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredP
 
 def ready_ms(pause: ScoredPause, vad: VADParams) -> float:
     """When, after the end of speech, the turn can first commit: the VAD has ended the speech
-    and the transcript started at the VAD's pause event is in."""
-    return max(vad.min_silence_ms, vad.pause_ms + pause.transcribe_ms)
+    and the transcript started at the VAD's pause event is in, and judged."""
+    return max(vad.min_silence_ms, vad.pause_ms + pause.transcribe_ms + pause.text_ms)
+
+
+def add_text_scores(pauses: list[ScoredPause], model: str) -> list[ScoredPause]:
+    """``pauses`` with the text model's scores, for scores kept before it existed."""
+    from flowvoice.nodes.text_turn_model import TextTurnModel
+
+    text_model = TextTurnModel.load(model)
+    out = []
+    for pause in pauses:
+        started = time.perf_counter()
+        p_text = text_model.probability(pause.transcript)
+        text_ms = 1000 * (time.perf_counter() - started)
+        out.append(replace(pause, p_text=p_text, text_ms=text_ms))
+    return out
 
 
 def replay(pauses: list[ScoredPause], params: SmartTurnParams) -> Outcome:
     """``turn.smart``'s hold rule over the scored pauses with ``params``: a hold pause is cut
     off when the turn could commit (held and ready) before the user spoke on."""
     vad = VADParams()
+
+    def text_p(p: ScoredPause) -> float | None:
+        return p.p_text if params.uses_text else None
+
     holds = [p for p in pauses if p.kind == "hold"]
     cut = sum(
-        max(hold_ms(p.p_score, p.transcript, params), ready_ms(p, vad)) < ms
+        max(hold_ms(p.p_score, p.transcript, params, text_p(p)), ready_ms(p, vad)) < ms
         for p in holds
         for ms in PAUSES_MS
     )
@@ -115,13 +147,13 @@ def replay(pauses: list[ScoredPause], params: SmartTurnParams) -> Outcome:
     for p in pauses:
         if p.kind != "complete":
             continue
-        wait = hold_ms(p.p_score, p.transcript, params)
-        if p.p_score < params.unlikely_p and p.p_rescore is not None:
-            wait = max(params.rescore_ms, hold_ms(p.p_rescore, p.transcript, params))
+        wait = hold_ms(p.p_score, p.transcript, params, text_p(p))
+        unlikely = combined(p.p_score, text_p(p), params.text_weight) < params.unlikely_p
+        if unlikely and p.p_rescore is not None:
+            rescored = hold_ms(p.p_rescore, p.transcript, params, text_p(p))
+            wait = max(params.rescore_ms, rescored)
         waits.append(max(wait, ready_ms(p, vad)))
-    chosen = {
-        k: getattr(params, k) for k in ("confident_p", "unlikely_p", "confident_ms", "unsure_ms")
-    }
+    chosen = {k: getattr(params, k) for k in SETTINGS}
     return Outcome(
         chosen,
         cut / max(1, len(holds) * len(PAUSES_MS)),
@@ -132,11 +164,14 @@ def replay(pauses: list[ScoredPause], params: SmartTurnParams) -> Outcome:
 
 def grid(base: SmartTurnParams) -> Iterable[SmartTurnParams]:
     """Every ordered setting of the thresholds around ``base``'s other values."""
-    for cp, up, cms, ums in itertools.product(CONFIDENT_P, UNLIKELY_P, CONFIDENT_MS, UNSURE_MS):
-        if up <= cp and cms >= base.score_after_ms and cms <= ums:
-            yield base.model_copy(
-                update={"confident_p": cp, "unlikely_p": up, "confident_ms": cms, "unsure_ms": ums}
-            )
+    settings = itertools.product(TEXT_WEIGHTS, CONFIDENT_P, UNLIKELY_P, CONFIDENT_MS, UNSURE_MS)
+    for setting in settings:
+        chosen = dict(zip(SETTINGS, setting, strict=True))
+        if (
+            chosen["unlikely_p"] <= chosen["confident_p"]
+            and base.score_after_ms <= chosen["confident_ms"] <= chosen["unsure_ms"]
+        ):
+            yield base.model_copy(update=chosen)
 
 
 def best(outcomes: list[Outcome], budget: float) -> Outcome | None:
@@ -145,22 +180,37 @@ def best(outcomes: list[Outcome], budget: float) -> Outcome | None:
     return min(within, key=lambda o: (o.commit_p50, o.commit_p90, o.cut_off_rate), default=None)
 
 
-def render(pauses: list[ScoredPause], current: Outcome, outcomes: list[Outcome], md: bool) -> str:
+def separation(pauses: list[ScoredPause], score: str) -> float:
+    """AUC of ``score`` (a ``ScoredPause`` field): the chance that a complete turn scores above
+    a hold pause (ties count half); 0.5 is no better than chance."""
+    complete = np.array([getattr(p, score) for p in pauses if p.kind == "complete"])
+    hold = np.array([getattr(p, score) for p in pauses if p.kind == "hold"])
+    if not len(complete) or not len(hold):
+        return float("nan")
+    above = (complete[:, None] > hold[None, :]).mean()
+    return float(above + 0.5 * (complete[:, None] == hold[None, :]).mean())
+
+
+def render(
+    pauses: list[ScoredPause], current: list[tuple[str, Outcome]], outcomes: list[Outcome], md: bool
+) -> str:
     holds = [p.p_score for p in pauses if p.kind == "hold"]
     completes = [p.p_score for p in pauses if p.kind == "complete"]
     ms = [p.transcribe_ms for p in pauses]
+    text_ms = [p.text_ms for p in pauses]
     lines = [
         f"# flowvoice bench turn-scores ({date.today()}, {platform.machine()}, "
         f"{len(holds)} hold and {len(completes)} complete pauses, {len(VOICES)} voices)",
         f"Smart Turn p at the pause: hold p50 {np.median(holds):.2f} "
         f"(p90 {np.percentile(holds, 90):.2f}), complete p50 {np.median(completes):.2f} "
         f"(p10 {np.percentile(completes, 10):.2f}); tiny.en {np.median(ms):.0f} ms p50 per "
-        "transcription",
+        f"transcription, text model {np.median(text_ms):.0f} ms p50",
+        f"Complete above hold (AUC): Smart Turn {separation(pauses, 'p_score'):.3f}, "
+        f"text model {separation(pauses, 'p_text'):.3f}",
         "",
     ]
-    header = ("setting", "confident_p", "unlikely_p", "confident_ms", "unsure_ms", "cut-offs")
-    header += ("commit p50 ms", "commit p90 ms")
-    rows = [("current defaults", current)]
+    header = ("setting", *SETTINGS, "cut-offs", "commit p50 ms", "commit p90 ms")
+    rows = list(current)
     for budget in CUT_OFF_BUDGETS:
         chosen = best(outcomes, budget)
         if chosen is not None:
@@ -170,7 +220,7 @@ def render(pauses: list[ScoredPause], current: Outcome, outcomes: list[Outcome],
     table = [header] + [
         (
             name,
-            *(str(o.params[k]) for k in ("confident_p", "unlikely_p", "confident_ms", "unsure_ms")),
+            *(str(o.params[k]) for k in SETTINGS),
             f"{100 * o.cut_off_rate:.1f} %",
             f"{o.commit_p50:.0f}",
             f"{o.commit_p90:.0f}",
@@ -197,11 +247,17 @@ def main(
     if scores_path:
         with open(scores_path) as f:
             pauses = [ScoredPause(**p) for p in json.load(f)["pauses"]]
+        if any(p.p_text is None for p in pauses):
+            print("Judging the kept transcripts with the text model...", flush=True)
+            pauses = add_text_scores(pauses, base.text_model or "gemma3-270m")
     else:
         print("Speaking, transcribing and scoring the corpus pauses (a few minutes)...", flush=True)
         pauses = score_corpus(base)
     outcomes = [replay(pauses, params) for params in grid(base)]
-    print(render(pauses, replay(pauses, base), outcomes, markdown))
+    audio_only = SmartTurnParams(text_model="")
+    current = [("current defaults", replay(pauses, base))]
+    current.append(("audio alone (text_model: '')", replay(pauses, audio_only)))
+    print(render(pauses, current, outcomes, markdown))
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"pauses": [asdict(p) for p in pauses]}, f, indent=1)

@@ -3,8 +3,13 @@
 At each pause in the user's speech (``score_after_ms`` into the silence, 200 by default: the
 model's scores depend on how much silence it hears, and this is where it separates finished
 from unfinished turns best) the turn's audio so far is scored once by Smart Turn on a worker
-thread: the probability that the user has finished. That probability and how the transcript
-ends give a hold time, measured from the end of speech, instead of a yes/no:
+thread: the probability that the user has finished. Each final transcript of the turn is
+judged by a text model too (:mod:`flowvoice.nodes.text_turn_model`: how likely a user message
+ends with these words, from gemma3-270m), and the two are combined in log-odds, the text's
+``text_weight`` times (3: on synthetic speech the text separates finished from unfinished
+turns far better, AUC 0.92 against 0.72, and the audio breaks its ties). That combined
+probability and how the transcript ends give a hold time, measured from the end of speech,
+instead of a yes/no:
 
 - confident (``p >= confident_p``): ``confident_ms``;
 - unsure (``p >= unlikely_p``): ``unsure_ms``;
@@ -18,7 +23,7 @@ ends give a hold time, measured from the end of speech, instead of a yes/no:
   Turn alone scores about half such fragments as finished: TTS voices end every fragment
   with a final fall.
 
-Until a score is in, the wait is the cap, so a slow model call delays the commit instead of
+Until both scores are in, the wait is the cap, so a slow model call delays the commit instead of
 cutting the user off. Speech that resumes drops a pending or stale score (a generation count).
 The silence itself comes from the VAD, the final transcript from the STT; barge-in and
 speculation work as in ``turn.dynamic``.
@@ -27,6 +32,7 @@ speculation work as in ``turn.dynamic``.
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any
 
 import anyio
@@ -48,20 +54,40 @@ WINDOW_S = 8.0
 
 class SmartTurnParams(ConversationParams):
     """Defaults calibrated with ``flowvoice bench turn-scores`` (docs/benchmarks.md): the
-    fastest setting that cuts off at most 5 % of the corpus's mid-turn pauses."""
+    fastest setting that cuts off at most 2 % of the corpus's mid-turn pauses."""
 
     model: str = Field(
         "", description="Smart Turn v3.x ONNX file; empty: the v3.2 model shipped in flowvoice."
     )
     threads: int = Field(1, ge=1, le=16, description="ONNX Runtime threads per model call.")
+    text_model: str = Field(
+        "gemma3-270m",
+        description="Language model judging whether the transcript ends the turn: "
+        "'gemma3-270m' (the shipped default LLM's weights) or a Gemma GGUF path; empty: the "
+        "audio score alone.",
+    )
+    text_weight: float = Field(
+        3.0,
+        ge=0,
+        le=10,
+        description="Weight of the text model's log-odds added to Smart Turn's (0: audio only).",
+    )
     score_after_ms: int = Field(
         200, ge=0, le=5000, description="Silence after the end of speech at which it is scored."
     )
-    confident_p: float = Field(
-        0.9, gt=0, le=1, description="Probability at or above which the turn is finished."
+    confident_p: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Combined probability at or above which the turn is finished; empty: 0.7 "
+        "with the text model, 0.9 on audio alone.",
     )
-    unlikely_p: float = Field(
-        0.05, ge=0, le=1, description="Probability below which the user is likely to go on."
+    unlikely_p: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Combined probability below which the user is likely to go on; empty: "
+        "0.005 with the text model, 0.05 on audio alone.",
     )
     confident_ms: int = Field(
         250, ge=0, le=10000, description="Silence before committing a confidently finished turn."
@@ -83,6 +109,11 @@ class SmartTurnParams(ConversationParams):
 
     @model_validator(mode="after")
     def _ordered(self) -> SmartTurnParams:
+        with_text = bool(self.text_model) and self.text_weight > 0
+        if self.confident_p is None:
+            self.confident_p = 0.7 if with_text else 0.9
+        if self.unlikely_p is None:
+            self.unlikely_p = 0.005 if with_text else 0.05
         if not self.unlikely_p <= self.confident_p:
             raise ValueError("expected unlikely_p <= confident_p")
         waits = (self.score_after_ms, self.rescore_ms, self.max_wait_ms)
@@ -96,15 +127,36 @@ class SmartTurnParams(ConversationParams):
             raise ValueError("expected unfinished_ms <= max_wait_ms")
         return self
 
+    @property
+    def uses_text(self) -> bool:
+        """Whether the text model takes part."""
+        return bool(self.text_model) and self.text_weight > 0
 
-def hold_ms(probability: float | None, text: str, params: SmartTurnParams) -> int:
+
+def combined(audio_p: float, text_p: float | None, weight: float) -> float:
+    """Smart Turn's probability with the text model's added in log-odds, ``weight`` times."""
+    if text_p is None or weight == 0:
+        return audio_p
+    return 1 / (1 + math.exp(-(_log_odds(audio_p) + weight * _log_odds(text_p))))
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def hold_ms(
+    probability: float | None, text: str, params: SmartTurnParams, text_p: float | None = None
+) -> int:
     """Silence after the end of speech before committing a turn that Smart Turn scored
-    ``probability`` (None: not scored yet, so the cap) and whose transcript is ``text``."""
+    ``probability`` (None: not scored yet, so the cap), whose transcript is ``text`` and which
+    the text model scored ``text_p`` (None: not used)."""
     if probability is None:
         return params.max_wait_ms  # the score's arrival re-plans the wait
-    if probability >= params.confident_p:
+    p = combined(probability, text_p, params.text_weight)
+    if p >= params.confident_p:
         wait = params.confident_ms
-    elif probability >= params.unlikely_p:
+    elif p >= params.unlikely_p:
         wait = params.unsure_ms
     else:
         wait = params.max_wait_ms
@@ -133,6 +185,7 @@ class SmartTurn(TurnDetector):
         self._scored_generation = -1  # the latest generation a score was started for
         self._probability: float | None = None
         self._rescored = False
+        self._text_scores: dict[str, float | None] = {}  # turn text -> text model's p (None: due)
 
     async def setup(self) -> None:
         from flowvoice.nodes.smart_turn_model import SmartTurnModel, SmartTurnModelNotFoundError
@@ -146,12 +199,33 @@ class SmartTurn(TurnDetector):
             )
         except SmartTurnModelNotFoundError as exc:
             raise NodeSetupError(str(exc)) from None
+        self._text_model = None
+        if self.params.uses_text:
+            from flowvoice.nodes.text_turn_model import TextTurnModel
+
+            name = self.params.text_model
+            try:
+                self._text_model = await self.context.resources.get(
+                    ("turn.smart text", name),
+                    lambda: TextTurnModel.load(name),
+                    label=f"text end-of-turn model ({name})",
+                )
+            except NodeSetupError as exc:
+                raise NodeSetupError(f"text_model: {exc}") from None
 
     def max_wait_ms(self) -> int:
         return self.params.max_wait_ms
 
     def wait_ms(self, text: str) -> int:
-        return hold_ms(self._probability, text, self.params)
+        text_p = None
+        if self._text_model is not None and self._turn_text():
+            text_p = self._text_scores.get(self._turn_text())
+            if text_p is None:
+                return self.params.max_wait_ms  # the text score's arrival re-plans the wait
+        return hold_ms(self._probability, text, self.params, text_p)
+
+    def _turn_text(self) -> str:
+        return " ".join(self._texts)
 
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, AudioFrame):
@@ -160,6 +234,25 @@ class SmartTurn(TurnDetector):
         if isinstance(frame, VADEvent):
             await self._vad_event(frame)
         await super().process(port, frame)
+        if self._text_model is None:
+            return
+        texts = [self._turn_text()]
+        if self._paused and self._stable:  # the pause's transcript: the final if speech ends
+            texts.append(" ".join([*self._texts, self._stable]))
+        for text in texts:
+            if text and text not in self._text_scores:
+                self._text_scores[text] = None
+                self.start_soon(self._score_text, text)
+
+    async def _score_text(self, text: str) -> None:
+        """Have the text model judge the turn's transcript ``text``."""
+        assert self._text_model is not None
+        p = await anyio.to_thread.run_sync(self._text_model.probability, text)
+        if text not in self._text_scores:
+            return  # committed or cleared meanwhile
+        self._text_scores[text] = p
+        self.context.publish("turn_text_score", turn=self.context.turn, probability=round(p, 3))
+        self._changed.set()
 
     async def _vad_event(self, event: VADEvent) -> None:
         if event.kind in ("start", "resume"):
@@ -197,7 +290,9 @@ class SmartTurn(TurnDetector):
         self._probability = p
         self.context.publish("turn_score", turn=self.context.turn, probability=round(p, 3))
         self._changed.set()
-        if p < self.params.unlikely_p and not self._rescored:
+        text_p = self._text_scores.get(self._turn_text())
+        unlikely = combined(p, text_p, self.params.text_weight) < self.params.unlikely_p
+        if unlikely and not self._rescored:
             self._rescored = True
             await self._score(generation, speech_end_ns, self.params.rescore_ms)
 
@@ -205,3 +300,4 @@ class SmartTurn(TurnDetector):
         await super()._commit()
         self._in_turn = False
         self._probability, self._rescored = None, False
+        self._text_scores.clear()

@@ -1,0 +1,38 @@
+"""The text end-of-turn model (gemma3-270m, shipped): finished words score above unfinished ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowvoice.nodes.text_turn_model import MAX_WORDS, TextTurnModel, judged_text
+
+
+@pytest.fixture(scope="module")
+def model() -> TextTurnModel:
+    return TextTurnModel.load()
+
+
+def test_whispers_closing_punctuation_is_not_judged():
+    assert judged_text("  Can you tell me about that?  ") == "Can you tell me about that"
+    assert judged_text("Well, so...") == "Well, so"
+    assert judged_text(" ".join(["word"] * 100)).count("word") == MAX_WORDS
+
+
+@pytest.mark.parametrize(
+    ("finished", "unfinished"),
+    [
+        ("What is the capital of France?", "What is the capital of"),
+        ("Set a timer for ten minutes.", "Set a timer for"),
+        ("How do whales communicate?", "So I was thinking"),
+        ("Tell me a joke about cats.", "I need a recipe with chicken and"),
+    ],
+)
+def test_a_finished_request_scores_above_its_unfinished_start(model, finished, unfinished):
+    done, going_on = model.probability(finished), model.probability(unfinished)
+    assert 0.0 <= going_on < done <= 1.0
+    assert going_on < 0.2, (unfinished, going_on)
+
+
+def test_no_words_never_end_a_turn(model):
+    assert model.probability("") == 0.0
+    assert model.probability(" ?! ") == 0.0
