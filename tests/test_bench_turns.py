@@ -18,6 +18,8 @@ from flowvoice.bench.turns import (
     barged_in,
     commit_after,
     cut_off,
+    decided_after,
+    decided_early,
     default_policies,
     outcomes,
     parse_policy,
@@ -103,6 +105,16 @@ def test_commit_latency_is_the_first_commit_after_the_end_of_speech():
     assert commit_after(spoken, events) == (300, 2)
     assert commit_after(spoken, events, until_ns=int(12.2 * S)) == (-1, -1)
     assert commit_after(spoken, Events()) == (-1, -1)
+
+
+def test_the_policys_decision_is_timed_apart_from_the_commit():
+    spoken = Spoken("b00", "b", "question", "espeak-en-gb", "What?", *_ns(10, 12))
+    events = Events()
+    events.record({"type": "turn_decided", "turn": 1}, now_ns=int(11.5 * S))  # in the pause
+    events.record({"type": "turn_decided", "turn": 1}, now_ns=int(12.25 * S))
+    assert decided_after(spoken, events, None) == 250
+    assert decided_early(hold(10, 12), events) and not decided_early(hold(20, 23), events)
+    assert decided_after(spoken, Events(), None) is None
 
 
 def test_barge_in_counts_only_inside_its_window():

@@ -214,3 +214,6 @@ async def test_a_stretched_wait_ends_as_soon_as_the_held_reply_is_ready():
     assert first.latencies_ms()["first_audio"] > 900  # what the stretch estimates from
     # Committed after the 300 ms wait, not the ~1 s stretch (generous for a busy machine).
     assert second.latencies_ms()["turn_committed"] < 800, second.latencies_ms()
+    # The policy's own decision is published once per turn, when its wait has passed.
+    decided = result.events_of("turn_decided")
+    assert len(decided) == 2 and all(d["after_ms"] >= 300 for d in decided), decided

@@ -10,6 +10,9 @@ turn policy (the graph's turn node swapped), all in one run:
   utterance's speech ended (eot-bench's "hold" spans);
 - **commit latency** on complete questions and commands: the ``user_turn`` event minus the
   clip's real end of speech (the scripted microphone records when each clip ended), p50/p90;
+  with speculation the commit waits for the held reply's first audio, so the policy's own
+  **decision** (``turn_decided``: its wait has passed) is shown too, and how many hold
+  utterances it decided in a pause;
 - **false barge-ins**: backchannels ("yeah", "mm hm", ...), coughs and noise bursts spoken
   once the reply has played 1-2 s that interrupted it (a ``barge_in`` event);
 - **missed barge-ins**: real interruptions ("stop, what is two plus two") that did not;
@@ -190,6 +193,7 @@ class Events:
     barge_ins: list[int] = field(default_factory=list)
     first_audio: dict[int, int] = field(default_factory=dict)
     finals: list[int] = field(default_factory=list)  # final transcripts
+    decisions: list[int] = field(default_factory=list)  # the policy's wait passed
 
     def record(self, event: dict[str, Any], now_ns: int | None = None) -> None:
         now = time.monotonic_ns() if now_ns is None else now_ns
@@ -200,6 +204,8 @@ class Events:
             self.barge_ins.append(event.get("decided_ns", now))
         elif kind == "final_transcript":
             self.finals.append(now)
+        elif kind == "turn_decided":
+            self.decisions.append(now)
         elif kind == "metrics":  # published when the turn's first audio is sent
             self.first_audio.setdefault(event["turn"], now)
 
@@ -207,6 +213,18 @@ class Events:
 def cut_off(spoken: Spoken, events: Events) -> bool:
     """A user turn committed while the utterance was still being spoken (in a pause)."""
     return any(spoken.onset_ns < t < spoken.end_ns for t, _, _ in events.commits)
+
+
+def decided_early(spoken: Spoken, events: Events) -> bool:
+    """The policy decided the turn was over while the utterance was still being spoken."""
+    return any(spoken.onset_ns < t < spoken.end_ns for t in events.decisions)
+
+
+def decided_after(spoken: Spoken, events: Events, until_ns: int | None) -> int | None:
+    """ms from the end of speech to the policy's first decision after it, if one came."""
+    until = spoken.end_ns + int(COMMIT_WINDOW_S * 1e9) if until_ns is None else until_ns
+    after = [t for t in events.decisions if spoken.end_ns <= t < until]
+    return round((min(after) - spoken.end_ns) / MS) if after else None
 
 
 def commit_after(spoken: Spoken, events: Events, until_ns: int | None = None) -> tuple[int, int]:
@@ -247,9 +265,11 @@ def outcomes(spoken: list[Spoken], events: Events) -> list[dict[str, Any]]:
         }
         if s.category == "a":
             record["cut_off"] = cut_off(s, events)
+            record["decided_early"] = decided_early(s, events)
         if s.category in "ab":
             latency, turn = commit_after(s, events, following)
             record["commit_ms"] = None if latency < 0 else latency
+            record["decision_ms"] = decided_after(s, events, following)
             finals = [t for t in events.finals if s.end_ns <= t < (following or s.end_ns + 10**10)]
             record["transcript_ms"] = round((min(finals) - s.end_ns) / MS) if finals else None
             first = events.first_audio.get(turn)
@@ -274,6 +294,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     complete = of("b")
     over = {c: of(c, lambda r: r["reply_playing"]) for c in "cd"}
     latencies = [r["commit_ms"] for r in complete if r["commit_ms"] is not None]
+    decisions = [r["decision_ms"] for r in complete if r.get("decision_ms") is not None]
     v2v = [r["voice_to_voice_ms"] for r in complete if r["voice_to_voice_ms"] is not None]
     transcripts = [r["transcript_ms"] for r in complete if r.get("transcript_ms") is not None]
     barge_ms = [r["barge_in_ms"] for r in over["d"] if r["barge_in_ms"] is not None]
@@ -295,6 +316,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "committed": len(latencies),
         "commit_ms_p50": percentile(latencies, 50),
         "commit_ms_p90": percentile(latencies, 90),
+        "decision_ms_p50": percentile(decisions, 50),
+        "decision_ms_p90": percentile(decisions, 90),
+        "early_decisions": sum(r.get("decided_early", False) for r in holds),
         "transcript_ms_p50": percentile(transcripts, 50),
         "transcript_ms_p90": percentile(transcripts, 90),
         "voice_to_voice_ms_p50": percentile(v2v, 50),
@@ -484,6 +508,16 @@ def table_rows(runs: list[PolicyRun]) -> list[tuple[str, str, list[str]]]:
             [f"{_ms(x['commit_ms_p50'])} / {_ms(x['commit_ms_p90'])}" for x in s],
         ),
         ("complete turns committed (b)", "", [f"{x['committed']}/{x['complete']}" for x in s]),
+        (
+            "  the policy's decision p50 / p90 ms (before speculation's hold)",
+            "",
+            [f"{_ms(x.get('decision_ms_p50'))} / {_ms(x.get('decision_ms_p90'))}" for x in s],
+        ),
+        (
+            "  holds (a) the policy decided in a pause (the hold kept the turn)",
+            "",
+            [_pct(x.get("early_decisions", 0), x["holds"]) for x in s],
+        ),
         (
             "  final transcript p50 / p90 ms after end of speech (b)",
             "",

@@ -83,6 +83,12 @@ def default_gpu_layers() -> int:
     return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
+def close_at_exit(llama: Any) -> None:
+    """Close ``llama`` at exit, while llama_cpp can still free it (its ``__del__`` fails once
+    the interpreter has torn the module down)."""
+    atexit.register(_close, weakref.ref(llama))
+
+
 def _close(llama: weakref.ref[Any]) -> None:
     model = llama()
     if model is not None:
@@ -103,9 +109,7 @@ class _Model:
             n_gpu_layers=gpu_layers,
             verbose=False,
         )
-        # Close at exit, while llama_cpp can still free it (its __del__ fails once the
-        # interpreter has torn the module down).
-        atexit.register(_close, weakref.ref(self.llama))
+        close_at_exit(self.llama)
         self.has_chat_template = "tokenizer.chat_template" in self.llama.metadata
 
 

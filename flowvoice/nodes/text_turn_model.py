@@ -51,6 +51,8 @@ class TextTurnModel:
     """End-of-turn probability of a transcript from a Gemma-family GGUF (llama-cpp-python)."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
+        from flowvoice.nodes.llm import close_at_exit
+
         llama_cpp = require("llama_cpp", "llama-cpp-python")
         self._llama = llama_cpp.Llama(
             model_path=str(path),
@@ -61,6 +63,7 @@ class TextTurnModel:
             n_gpu_layers=0,
             verbose=False,
         )
+        close_at_exit(self._llama)
         self._ends = self._ending_tokens()
         self._lock = threading.Lock()
         self.path = path

@@ -65,6 +65,8 @@ class TurnDetector(Node):
         self._final: Transcript | None = None
         self._changed = anyio.Event()
         self._stretched = False  # the wait is stretched until the held reply is ready
+        self._decision_ns: int | None = None  # when the policy's own wait ends (no stretch)
+        self._decided = False  # turn_decided was published for the pending turn
 
     def wait_ms(self, text: str) -> int:
         """Silence after the end of speech needed to commit a turn ending with ``text``."""
@@ -77,6 +79,8 @@ class TurnDetector(Node):
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, VADEvent):
             self._paused, self._stable = frame.kind == "pause", None
+            if frame.kind in ("start", "resume"):
+                self._decided = False
             self.barge_in.speech_paused(frame if self._paused else None)
             if frame.kind == "resume":
                 await self._cancel_speculation()
@@ -136,6 +140,7 @@ class TurnDetector(Node):
         if self.speculation is not None:
             wait = self.speculation.wait_ms(base, self.control.wait_ms(self.max_wait_ms()))
         self._stretched = wait > base
+        self._decision_ns = None if self._decided else self._end.t_ns + int(base * 1_000_000)
         return self._end.t_ns + int(wait * 1_000_000)
 
     def _speculation_text(self, deadline: int | None) -> str | None:
@@ -168,12 +173,14 @@ class TurnDetector(Node):
             self._changed = anyio.Event()
             await self._take_requests()
             barge_in = self.barge_in.due_ns()
+            self._decision_ns = None
             deadline = self._deadline_ns()
             if self.speculation is not None and self.control.auto_reply:
                 text = self._speculation_text(deadline)
                 if text is not None and self.speculation.text != text:
                     await self.emit("user_turn", await self.speculation.start(text))
-            due = min((t for t in (barge_in, deadline) if t is not None), default=None)
+            dues = (barge_in, self._decision_ns, deadline)
+            due = min((t for t in dues if t is not None), default=None)
             if due is None:
                 await self._changed.wait()
                 continue
@@ -186,8 +193,21 @@ class TurnDetector(Node):
                 continue  # the next pass commits once the due time has come
             if due == barge_in:
                 await self.barge_in.interrupt()
+            elif due == self._decision_ns:
+                self._decide()
             else:
                 await self._commit()
+
+    def _decide(self) -> None:
+        """The policy's own wait has passed: publish ``turn_decided`` (the commit itself may
+        wait on for speculation's held reply)."""
+        self._decided = True
+        end = self._end.t_ns if self._end is not None else time.monotonic_ns()
+        self.context.publish(
+            "turn_decided",
+            turn=self.context.turn,
+            after_ms=round((time.monotonic_ns() - end) / 1e6),
+        )
 
     async def end_of_stream(self) -> None:
         while self._early_finals:
@@ -197,6 +217,7 @@ class TurnDetector(Node):
             await self._commit()
 
     async def _commit(self) -> None:
+        self._decided = False
         texts, end, final = self._texts, self._end, self._final
         self._texts, self._end, self._final = [], None, None
         requested, self.control.commit_requested = self.control.commit_requested, False
