@@ -217,3 +217,4 @@ async def test_a_stretched_wait_ends_as_soon_as_the_held_reply_is_ready():
     # The policy's own decision is published once per turn, when its wait has passed.
     decided = result.events_of("turn_decided")
     assert len(decided) == 2 and all(d["after_ms"] >= 300 for d in decided), decided
+    assert 300 <= second.latencies_ms()["turn_decided"] <= second.latencies_ms()["turn_committed"]

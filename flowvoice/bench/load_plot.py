@@ -17,7 +17,8 @@ from flowvoice.runtime.trace import STAGES
 #: Legend of each stage of the trace: what the time up to that mark was spent on.
 STAGE_LABELS = {
     "final_transcript": "VAD silence hang-over + STT: final transcript",
-    "turn_committed": "turn detector: silence wait, commit",
+    "turn_decided": "turn detector: its silence wait",
+    "turn_committed": "commit (speculation: the held reply ready)",
     "first_token": "LLM: first token",
     "first_sentence": "LLM: first sentence",
     "first_audio": "TTS: first audio",

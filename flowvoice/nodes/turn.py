@@ -66,7 +66,7 @@ class TurnDetector(Node):
         self._changed = anyio.Event()
         self._stretched = False  # the wait is stretched until the held reply is ready
         self._decision_ns: int | None = None  # when the policy's own wait ends (no stretch)
-        self._decided = False  # turn_decided was published for the pending turn
+        self._decided_ns: int | None = None  # when turn_decided was published for the turn
 
     def wait_ms(self, text: str) -> int:
         """Silence after the end of speech needed to commit a turn ending with ``text``."""
@@ -80,7 +80,7 @@ class TurnDetector(Node):
         if isinstance(frame, VADEvent):
             self._paused, self._stable = frame.kind == "pause", None
             if frame.kind in ("start", "resume"):
-                self._decided = False
+                self._decided_ns = None
             self.barge_in.speech_paused(frame if self._paused else None)
             if frame.kind == "resume":
                 await self._cancel_speculation()
@@ -140,7 +140,8 @@ class TurnDetector(Node):
         if self.speculation is not None:
             wait = self.speculation.wait_ms(base, self.control.wait_ms(self.max_wait_ms()))
         self._stretched = wait > base
-        self._decision_ns = None if self._decided else self._end.t_ns + int(base * 1_000_000)
+        if self._decided_ns is None:
+            self._decision_ns = self._end.t_ns + int(base * 1_000_000)
         return self._end.t_ns + int(wait * 1_000_000)
 
     def _speculation_text(self, deadline: int | None) -> str | None:
@@ -201,13 +202,9 @@ class TurnDetector(Node):
     def _decide(self) -> None:
         """The policy's own wait has passed: publish ``turn_decided`` (the commit itself may
         wait on for speculation's held reply)."""
-        self._decided = True
-        end = self._end.t_ns if self._end is not None else time.monotonic_ns()
-        self.context.publish(
-            "turn_decided",
-            turn=self.context.turn,
-            after_ms=round((time.monotonic_ns() - end) / 1e6),
-        )
+        self._decided_ns = now = time.monotonic_ns()
+        end = self._end.t_ns if self._end is not None else now
+        self.context.publish("turn_decided", turn=self.context.turn, after_ms=(now - end) // 10**6)
 
     async def end_of_stream(self) -> None:
         while self._early_finals:
@@ -217,7 +214,7 @@ class TurnDetector(Node):
             await self._commit()
 
     async def _commit(self) -> None:
-        self._decided = False
+        decided, self._decided_ns = self._decided_ns, None
         texts, end, final = self._texts, self._end, self._final
         self._texts, self._end, self._final = [], None, None
         requested, self.control.commit_requested = self.control.commit_requested, False
@@ -235,6 +232,8 @@ class TurnDetector(Node):
             self.context.mark("speech_end", turn, t_ns=end.t_ns)
         if final is not None:
             self.context.mark("final_transcript", turn, t_ns=final.t_ns)
+        if decided is not None:
+            self.context.mark("turn_decided", turn, t_ns=decided)
         self.context.mark("turn_committed", turn)
         self.context.publish("user_turn", turn=turn, text=text)
         if released is None:

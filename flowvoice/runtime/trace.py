@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 STAGES = (
     "speech_end",
     "final_transcript",
+    "turn_decided",
     "turn_committed",
     "first_token",
     "first_sentence",
