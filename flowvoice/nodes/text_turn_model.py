@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import numpy as np
 
 from flowvoice.nodes._deps import require
@@ -66,6 +69,9 @@ class TextTurnModel:
         close_at_exit(self._llama)
         self._ends = self._ending_tokens()
         self._lock = threading.Lock()
+        # One thread of its own, never a shared worker: llama.cpp's OpenMP keeps a thread pool
+        # per calling thread, and each extra pool on two cores slowed the LLM's tokens ~1.7x.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="text-turn-model")
         self.path = path
 
     @classmethod
@@ -87,6 +93,14 @@ class TextTurnModel:
         ends += closing if len(closing) == 1 else []
         ends.append(llama.token_eos())
         return np.unique(np.array(ends, dtype=np.int64))
+
+    async def judge(self, text: str) -> float:
+        """:meth:`probability` computed on the model's own thread, awaited."""
+        done, token = anyio.Event(), anyio.lowlevel.current_token()
+        future = self._thread.submit(self.probability, text)
+        future.add_done_callback(lambda _: anyio.from_thread.run_sync(done.set, token=token))
+        await done.wait()
+        return future.result()
 
     def probability(self, text: str) -> float:
         """The probability (0..1) that a user message reading ``text`` ends there."""

@@ -76,6 +76,10 @@ class TurnDetector(Node):
         """The longest silence this node ever waits."""
         return self.wait_ms("")
 
+    def ready_to_speculate(self, text: str) -> bool:
+        """Whether a reply to ``text`` may start now (a node may first finish its own work)."""
+        return True
+
     async def process(self, port: str, frame: Frame) -> None:
         if isinstance(frame, VADEvent):
             self._paused, self._stable = frame.kind == "pause", None
@@ -178,7 +182,11 @@ class TurnDetector(Node):
             deadline = self._deadline_ns()
             if self.speculation is not None and self.control.auto_reply:
                 text = self._speculation_text(deadline)
-                if text is not None and self.speculation.text != text:
+                if (
+                    text is not None
+                    and self.speculation.text != text
+                    and self.ready_to_speculate(text)
+                ):
                     await self.emit("user_turn", await self.speculation.start(text))
             dues = (barge_in, self._decision_ns, deadline)
             due = min((t for t in dues if t is not None), default=None)

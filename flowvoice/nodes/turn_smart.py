@@ -2,14 +2,15 @@
 
 At each pause in the user's speech (``score_after_ms`` into the silence, 200 by default: the
 model's scores depend on how much silence it hears, and this is where it separates finished
-from unfinished turns best) the turn's audio so far is scored once by Smart Turn on a worker
-thread: the probability that the user has finished. Each final transcript of the turn is
-judged by a text model too (:mod:`flowvoice.nodes.text_turn_model`: how likely a user message
-ends with these words, from gemma3-270m), and the two are combined in log-odds, the text's
-``text_weight`` times (3: on synthetic speech the text separates finished from unfinished
-turns far better, AUC 0.92 against 0.72, and the audio breaks its ties). That combined
-probability and how the transcript ends give a hold time, measured from the end of speech,
-instead of a yes/no:
+from unfinished turns best) the turn's audio up to that point is scored once by Smart Turn on a
+worker thread, as soon as the pause's transcript is in (the STT computes until then; on two
+cores the two side by side slowed both): the probability that the user has finished. Each
+transcript of the turn is judged by a text model too (:mod:`flowvoice.nodes.text_turn_model`:
+how likely a user message ends with these words, from gemma3-270m), and the two are combined
+in log-odds, the text's ``text_weight`` times (3: on synthetic speech the text separates
+finished from unfinished turns far better, AUC 0.92 against 0.72, and the audio breaks its
+ties). That combined probability and how the transcript ends give a hold time, measured from
+the end of speech, instead of a yes/no:
 
 - confident (``p >= confident_p``): ``confident_ms``;
 - unsure (``p >= unlikely_p``): ``unsure_ms``;
@@ -26,7 +27,8 @@ instead of a yes/no:
 Until both scores are in, the wait is the cap, so a slow model call delays the commit instead of
 cutting the user off. Speech that resumes drops a pending or stale score (a generation count).
 The silence itself comes from the VAD, the final transcript from the STT; barge-in and
-speculation work as in ``turn.dynamic``.
+speculation work as in ``turn.dynamic``, except that a speculated reply starts only once the
+pause is scored: on two cores the LLM computing beside the two models slowed all three 2-3x.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from flowvoice.conversation.endings import unfinished
-from flowvoice.frames import AudioFrame, Frame, VADEvent
+from flowvoice.frames import AudioFrame, Frame, Transcript, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError, Port
 from flowvoice.nodes.turn import ConversationParams, TurnDetector
@@ -50,6 +52,9 @@ from flowvoice.nodes.turn import ConversationParams, TurnDetector
 PREROLL_S = 0.5
 #: The model sees at most the last 8 s.
 WINDOW_S = 8.0
+#: How long past ``score_after_ms`` a score waits for the pause's transcript: the STT computes
+#: then, and the two computing side by side on two cores slowed both.
+TRANSCRIPT_WAIT_S = 0.5
 
 
 class SmartTurnParams(ConversationParams):
@@ -179,7 +184,9 @@ class SmartTurn(TurnDetector):
         super().__init__(*args, **kwargs)
         self._audio: collections.deque[np.ndarray] = collections.deque()
         self._audio_s = 0.0
+        self._received = 0  # samples received in all, at self._rate: the stream position
         self._rate = 16000
+        self._heard = anyio.Event()  # the pause's transcript (stable or final) is in
         self._in_turn = False  # speech of an uncommitted turn has started
         self._generation = 0  # raised when speech resumes: older scores are stale
         self._scored_generation = -1  # the latest generation a score was started for
@@ -224,6 +231,13 @@ class SmartTurn(TurnDetector):
                 return self.params.max_wait_ms  # the text score's arrival re-plans the wait
         return hold_ms(self._probability, text, self.params, text_p)
 
+    def ready_to_speculate(self, text: str) -> bool:
+        """Once this pause is scored: on two cores the reply's LLM computing beside the models
+        slows all of them 2-3x, and both scores take ~50-70 ms alone."""
+        if self._probability is None:
+            return False
+        return self._text_model is None or self._text_scores.get(text) is not None
+
     def _turn_text(self) -> str:
         return " ".join(self._texts)
 
@@ -233,6 +247,8 @@ class SmartTurn(TurnDetector):
             return
         if isinstance(frame, VADEvent):
             await self._vad_event(frame)
+        elif isinstance(frame, Transcript) and (frame.final or frame.stable):
+            self._heard.set()
         await super().process(port, frame)
         if self._text_model is None:
             return
@@ -247,7 +263,7 @@ class SmartTurn(TurnDetector):
     async def _score_text(self, text: str) -> None:
         """Have the text model judge the turn's transcript ``text``."""
         assert self._text_model is not None
-        p = await anyio.to_thread.run_sync(self._text_model.probability, text)
+        p = await self._text_model.judge(text)
         if text not in self._text_scores:
             return  # committed or cleared meanwhile
         self._text_scores[text] = p
@@ -258,6 +274,7 @@ class SmartTurn(TurnDetector):
         if event.kind in ("start", "resume"):
             self._generation += 1
             self._probability, self._rescored = None, False
+            self._heard = anyio.Event()
             if event.kind == "start" and not self._in_turn:
                 self._in_turn = True
                 self._trim(PREROLL_S)
@@ -266,6 +283,7 @@ class SmartTurn(TurnDetector):
 
     def _keep(self, frame: AudioFrame) -> None:
         self._rate = frame.sample_rate
+        self._received += len(frame.samples)
         self._audio.append(frame.samples)
         self._audio_s += frame.duration_s
         self._trim(WINDOW_S if self._in_turn else PREROLL_S)
@@ -276,14 +294,19 @@ class SmartTurn(TurnDetector):
 
     def _score_soon(self, event: VADEvent) -> None:
         self._scored_generation = self._generation
-        self.start_soon(self._score, self._generation, event.t_ns, self.params.score_after_ms)
+        self.start_soon(self._score, self._generation, event, self.params.score_after_ms)
 
-    async def _score(self, generation: int, speech_end_ns: int, after_ms: int) -> None:
-        """Score the turn's audio at ``after_ms`` of silence, unless the user spoke on."""
-        await anyio.sleep(max(0.0, speech_end_ns / 1e9 + after_ms / 1000 - anyio.current_time()))
+    async def _score(self, generation: int, end: VADEvent, after_ms: int) -> None:
+        """Score the turn's audio up to ``after_ms`` of silence, unless the user spoke on: once
+        that much silence has passed and the pause's transcript is in (or
+        ``TRANSCRIPT_WAIT_S`` later)."""
+        due = end.t_ns / 1e9 + after_ms / 1000
+        await anyio.sleep(max(0.0, due - anyio.current_time()))
+        with anyio.move_on_after(max(0.0, due + TRANSCRIPT_WAIT_S - anyio.current_time())):
+            await self._heard.wait()
         if generation != self._generation or not self._audio:
             return
-        audio = np.concatenate(self._audio)
+        audio = self._audio_until(end.stream_s + after_ms / 1000)
         p = await anyio.to_thread.run_sync(self._model.probability, audio, self._rate)
         if generation != self._generation:
             return  # the user spoke on: this pause is over
@@ -294,7 +317,13 @@ class SmartTurn(TurnDetector):
         unlikely = combined(p, text_p, self.params.text_weight) < self.params.unlikely_p
         if unlikely and not self._rescored:
             self._rescored = True
-            await self._score(generation, speech_end_ns, self.params.rescore_ms)
+            await self._score(generation, end, self.params.rescore_ms)
+
+    def _audio_until(self, stream_s: float) -> np.ndarray:
+        """The kept audio up to ``stream_s`` into the stream (all of it if that is later)."""
+        audio = np.concatenate(self._audio)
+        cut = round(stream_s * self._rate) - (self._received - len(audio))
+        return audio[:cut] if 0 < cut < len(audio) else audio
 
     async def _commit(self) -> None:
         await super()._commit()
