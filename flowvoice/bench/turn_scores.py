@@ -36,6 +36,7 @@ import numpy as np
 
 from flowvoice.bench.turns_corpus import COMPLETES, HOLDS, PAUSES_MS, PROMPTS, RATE, VOICES, speak
 from flowvoice.nodes.stt import Decoding, _Whisper, resolve_model
+from flowvoice.nodes.text_turn_model import TextTurnModel
 from flowvoice.nodes.turn_smart import PREROLL_S, SmartTurnParams, combined, hold_ms
 from flowvoice.nodes.vad import VADParams
 
@@ -76,7 +77,6 @@ class Outcome:
 def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredPause]:
     """Speak, transcribe and score every hold and complete utterance in every voice."""
     from flowvoice.nodes.smart_turn_model import SmartTurnModel
-    from flowvoice.nodes.text_turn_model import TextTurnModel
 
     text_model = TextTurnModel.load(params.text_model or "gemma3-270m")
 
@@ -98,9 +98,7 @@ def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredP
 
         p_rescore = silence_then_score(params.rescore_ms) if kind == "complete" else None
         p = silence_then_score(params.score_after_ms)
-        started = time.perf_counter()
-        p_text = text_model.probability(transcript)
-        text_ms = 1000 * (time.perf_counter() - started)
+        p_text, text_ms = judged(text_model, transcript)
         out.append(
             ScoredPause(kind, text, voice.name, transcript, p, p_rescore, elapsed, p_text, text_ms)
         )
@@ -117,16 +115,19 @@ def ready_ms(pause: ScoredPause, vad: VADParams) -> float:
 
 def add_text_scores(pauses: list[ScoredPause], model: str) -> list[ScoredPause]:
     """``pauses`` with the text model's scores, for scores kept before it existed."""
-    from flowvoice.nodes.text_turn_model import TextTurnModel
-
     text_model = TextTurnModel.load(model)
     out = []
     for pause in pauses:
-        started = time.perf_counter()
-        p_text = text_model.probability(pause.transcript)
-        text_ms = 1000 * (time.perf_counter() - started)
+        p_text, text_ms = judged(text_model, pause.transcript)
         out.append(replace(pause, p_text=p_text, text_ms=text_ms))
     return out
+
+
+def judged(text_model: TextTurnModel, transcript: str) -> tuple[float, float]:
+    """The text model's probability for ``transcript`` and the ms it took."""
+    started = time.perf_counter()
+    p_text = text_model.probability(transcript)
+    return p_text, 1000 * (time.perf_counter() - started)
 
 
 def replay(pauses: list[ScoredPause], params: SmartTurnParams) -> Outcome:
@@ -154,6 +155,7 @@ def replay(pauses: list[ScoredPause], params: SmartTurnParams) -> Outcome:
             wait = max(params.rescore_ms, rescored)
         waits.append(max(wait, ready_ms(p, vad)))
     chosen = {k: getattr(params, k) for k in SETTINGS}
+    chosen["text_weight"] = params.text_weight if params.uses_text else 0.0
     return Outcome(
         chosen,
         cut / max(1, len(holds) * len(PAUSES_MS)),

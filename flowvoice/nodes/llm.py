@@ -91,6 +91,14 @@ def close_at_exit(llama: Any) -> None:
     atexit.register(_close, weakref.ref(llama))
 
 
+def llama_thread(name: str) -> ThreadPoolExecutor:
+    """The one thread every call into a loaded llama.cpp model should compute on: llama.cpp's
+    OpenMP keeps a thread pool per calling thread, and with more pooled threads than cores
+    (anyio's rotating workers leave one each) libgomp sleeps at its barriers instead of
+    spinning; on two cores the LLM's tokens took ~1.7x as long."""
+    return ThreadPoolExecutor(1, thread_name_prefix=name)
+
+
 def _close(llama: weakref.ref[Any]) -> None:
     model = llama()
     if model is not None:
@@ -112,10 +120,7 @@ class _Model:
             verbose=False,
         )
         close_at_exit(self.llama)
-        # Every call computes on this one thread: llama.cpp's OpenMP keeps a thread pool per
-        # calling thread, and with more pooled threads than cores (anyio's rotating workers
-        # leave one each) libgomp sleeps at its barriers instead of spinning, ~1.7x slower.
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="llama")
+        self.thread = llama_thread("llama")
         self.has_chat_template = "tokenizer.chat_template" in self.llama.metadata
 
 

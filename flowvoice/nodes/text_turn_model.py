@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -54,7 +53,7 @@ class TextTurnModel:
     """End-of-turn probability of a transcript from a Gemma-family GGUF (llama-cpp-python)."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        from flowvoice.nodes.llm import close_at_exit
+        from flowvoice.nodes.llm import close_at_exit, llama_thread
 
         llama_cpp = require("llama_cpp", "llama-cpp-python")
         self._llama = llama_cpp.Llama(
@@ -69,9 +68,7 @@ class TextTurnModel:
         close_at_exit(self._llama)
         self._ends = self._ending_tokens()
         self._lock = threading.Lock()
-        # One thread of its own, never a shared worker: llama.cpp's OpenMP keeps a thread pool
-        # per calling thread, and each extra pool on two cores slowed the LLM's tokens ~1.7x.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="text-turn-model")
+        self._thread = llama_thread("text-turn-model")
         self.path = path
 
     @classmethod

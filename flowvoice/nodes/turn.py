@@ -65,7 +65,6 @@ class TurnDetector(Node):
         self._final: Transcript | None = None
         self._changed = anyio.Event()
         self._stretched = False  # the wait is stretched until the held reply is ready
-        self._decision_ns: int | None = None  # when the policy's own wait ends (no stretch)
         self._decided_ns: int | None = None  # when turn_decided was published for the turn
 
     def wait_ms(self, text: str) -> int:
@@ -134,19 +133,19 @@ class TurnDetector(Node):
     async def _cancel_speculation(self) -> bool:
         return self.speculation is not None and await self.speculation.cancel()
 
-    def _deadline_ns(self) -> int | None:
-        """When the pending turn commits if nothing changes; None while it cannot."""
+    def _deadlines_ns(self) -> tuple[int | None, int | None]:
+        """(when the policy's own wait ends, when the pending turn commits) if nothing changes:
+        the commit may wait longer for speculation's held reply; None while it cannot."""
         if self._speaking or self._awaiting or self._end is None or self._final is None:
-            return None
+            return None, None
         if not self.control.auto_commit:
-            return None
+            return None, None
         wait = base = self.control.wait_ms(self.wait_ms(self._texts[-1] if self._texts else ""))
         if self.speculation is not None:
             wait = self.speculation.wait_ms(base, self.control.wait_ms(self.max_wait_ms()))
         self._stretched = wait > base
-        if self._decided_ns is None:
-            self._decision_ns = self._end.t_ns + int(base * 1_000_000)
-        return self._end.t_ns + int(wait * 1_000_000)
+        end = self._end.t_ns
+        return end + int(base * 1_000_000), end + int(wait * 1_000_000)
 
     def _speculation_text(self, deadline: int | None) -> str | None:
         """What to speculate on: the finals so far once the turn can commit, or while the
@@ -178,8 +177,9 @@ class TurnDetector(Node):
             self._changed = anyio.Event()
             await self._take_requests()
             barge_in = self.barge_in.due_ns()
-            self._decision_ns = None
-            deadline = self._deadline_ns()
+            decision, deadline = self._deadlines_ns()
+            if self._decided_ns is not None:
+                decision = None  # published already
             if self.speculation is not None and self.control.auto_reply:
                 text = self._speculation_text(deadline)
                 if (
@@ -188,7 +188,7 @@ class TurnDetector(Node):
                     and self.ready_to_speculate(text)
                 ):
                     await self.emit("user_turn", await self.speculation.start(text))
-            dues = (barge_in, self._decision_ns, deadline)
+            dues = (barge_in, decision, deadline)
             due = min((t for t in dues if t is not None), default=None)
             if due is None:
                 await self._changed.wait()
@@ -202,7 +202,7 @@ class TurnDetector(Node):
                 continue  # the next pass commits once the due time has come
             if due == barge_in:
                 await self.barge_in.interrupt()
-            elif due == self._decision_ns:
+            elif due == decision:
                 self._decide()
             else:
                 await self._commit()

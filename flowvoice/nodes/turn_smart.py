@@ -114,11 +114,10 @@ class SmartTurnParams(ConversationParams):
 
     @model_validator(mode="after")
     def _ordered(self) -> SmartTurnParams:
-        with_text = bool(self.text_model) and self.text_weight > 0
         if self.confident_p is None:
-            self.confident_p = 0.7 if with_text else 0.9
+            self.confident_p = 0.7 if self.uses_text else 0.9
         if self.unlikely_p is None:
-            self.unlikely_p = 0.005 if with_text else 0.05
+            self.unlikely_p = 0.005 if self.uses_text else 0.05
         if not self.unlikely_p <= self.confident_p:
             raise ValueError("expected unlikely_p <= confident_p")
         waits = (self.score_after_ms, self.rescore_ms, self.max_wait_ms)
