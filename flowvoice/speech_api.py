@@ -80,6 +80,17 @@ class RequestError(Exception):
         return JSONResponse({"error": error}, status_code=self.status)
 
 
+def supported_format(value: Any, formats: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``formats``, else a 400 naming them."""
+    if value not in formats:
+        raise RequestError(
+            400,
+            f"response_format {value!r} is not supported: use {' or '.join(map(repr, formats))}",
+            "response_format",
+        )
+    return value
+
+
 @dataclasses.dataclass
 class Counts:
     """Requests per endpoint: served, in progress, and abandoned by the client mid-stream."""
@@ -254,13 +265,7 @@ class SpeechAPI:
         if not isinstance(upload, UploadFile):
             raise RequestError(400, "'file' is required: the audio to transcribe (WAV)", "file")
         audio = decode_wav(await upload.read())
-        response_format = form.get("response_format") or "json"
-        if response_format not in ("json", "text"):
-            raise RequestError(
-                400,
-                f"response_format {response_format!r} is not supported: use 'json' or 'text'",
-                "response_format",
-            )
+        response_format = supported_format(form.get("response_format") or "json", ("json", "text"))
         language = str(form.get("language") or "") or None
         prompt = str(form.get("prompt") or "") or None
         stream = str(form.get("stream") or "false").lower() == "true"
@@ -315,13 +320,7 @@ class SpeechAPI:
                 f"voice {voice!r} is not offered here; voices: {', '.join(self.voice_names())}",
                 "voice",
             )
-        response_format = body.get("response_format") or "wav"
-        if response_format not in ("wav", "pcm"):
-            raise RequestError(
-                400,
-                f"response_format {response_format!r} is not supported: use 'pcm' or 'wav'",
-                "response_format",
-            )
+        response_format = supported_format(body.get("response_format") or "wav", ("wav", "pcm"))
         if body.get("speed", 1.0) != 1.0:
             raise RequestError(400, "only speed 1.0 is supported by this server", "speed")
         if (body.get("stream_format") or "audio") != "audio":
