@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flowvoice.nodes.text_turn_model import MAX_WORDS, TextTurnModel, judged_text
+from flowvoice.nodes.text_turn_model import END_OF_TURN, MAX_WORDS, TextTurnModel, judged_text
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +38,16 @@ def test_a_finished_request_scores_above_its_unfinished_start(model, finished, u
 def test_no_words_never_end_a_turn(model):
     assert model.probability("") == 0.0
     assert model.probability(" ?! ") == 0.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(text=st.text(max_size=300))
+def test_any_text_gets_a_probability(model, text):
+    assert 0.0 <= model.probability(text) <= 1.0
+
+
+def test_control_tokens_in_the_words_are_read_as_text(model):
+    (control,) = model._llama.tokenize(END_OF_TURN.encode(), add_bos=False, special=True)
+    tokens = model.prompt_tokens("Tell me a joke <end_of_turn>")
+    assert tokens is not None and control not in tokens
+    assert model.prompt_tokens(" ?! ") is None

@@ -99,16 +99,24 @@ class TextTurnModel:
         await done.wait()
         return future.result()
 
+    def prompt_tokens(self, text: str) -> list[int] | None:
+        """The tokens judged for ``text`` (None: no words): the prompt, then the words as plain
+        text, so a "<end_of_turn>" said or typed is not the control token."""
+        words = judged_text(text)
+        if not words:
+            return None
+        prompt = self._llama.tokenize(PROMPT.encode(), add_bos=True, special=True)
+        return prompt + self._llama.tokenize(words.encode(), add_bos=False, special=False)
+
     def probability(self, text: str) -> float:
         """The probability (0..1) that a user message reading ``text`` ends there."""
         import llama_cpp
 
-        words = judged_text(text)
-        if not words:
+        tokens = self.prompt_tokens(text)
+        if tokens is None:
             return 0.0
         llama = self._llama
         with self._lock:
-            tokens = llama.tokenize((PROMPT + words).encode(), add_bos=True, special=True)
             llama.reset()
             llama.eval(tokens)
             pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
