@@ -10,6 +10,8 @@ import pytest
 from serving import speech_graph
 from speech_audio import speak, wer, write_wav
 
+from flowvoice.bench.turns_corpus import Voice
+from flowvoice.bench.turns_corpus import speak as corpus_speak
 from flowvoice.chat import ChatResult, replace_io, run_chat
 from flowvoice.conversation import Conversation
 from flowvoice.graph.spec import LoadedGraph
@@ -102,6 +104,51 @@ def test_a_short_hum_during_the_reply_does_not_interrupt(tmp_path, slow_voice_gr
     entry = Conversation.of_session(result.session).playback
     assert entry.heard_text(turn.turn, now=float("inf"))[1], "the whole reply was played"
     assert not any(m.interrupted for m in result.session.nodes["llm"].history.messages)
+
+
+def with_turn_params(graph: LoadedGraph, **params: object) -> LoadedGraph:
+    turn = graph.nodes["turn"]
+    turn.params = turn.node_type.Params.model_validate({**turn.params.model_dump(), **params})
+    return graph
+
+
+@pytest.mark.parametrize("said, voice", [("yeah", "espeak"), ("mm hm", "piper")])
+def test_a_backchannel_during_the_reply_neither_interrupts_nor_becomes_a_turn(
+    tmp_path, slow_voice_graph, said, voice
+):
+    """One word beyond the backchannels would interrupt (no stricter start): Piper's hummed
+    "mm hm" must be heard as one, not as a word ("Amen", "MMDHM")."""
+    samples = speak(said) if voice == "espeak" else corpus_speak(said, Voice("joe", "piper"))
+    script = [
+        {"wav": wav(tmp_path, "q", speak(QUESTION))},
+        {"wav": wav(tmp_path, "backchannel", samples), "assistant_s": 0.5},
+    ]
+    graph = with_turn_params(slow_voice_graph, barge_in_strict_s=0.0)
+    result = converse(scripted(graph, script))
+    assert not events(result, "barge_in") and not events(result, "interrupt")
+    voice_states = [e["type"] for e in result.events if e["type"].startswith("voice_")]
+    assert voice_states == ["voice_paused", "voice_resumed"], "paused, then resumed"
+    (turn,) = result.turns
+    playback = Conversation.of_session(result.session).playback
+    assert playback.heard_text(turn.turn, now=float("inf"))[1], "the whole reply was played"
+    history = result.session.nodes["llm"].history.messages
+    assert [m.role for m in history] == ["user", "assistant"]
+
+
+def test_stop_and_a_question_during_the_reply_interrupts_and_is_answered(
+    tmp_path, slow_voice_graph
+):
+    said = "Stop, what is two plus two?"
+    script = [
+        {"wav": wav(tmp_path, "q", speak(QUESTION))},
+        {"wav": wav(tmp_path, "stop", speak(said)), "assistant_s": 0.5},
+    ]
+    result = converse(scripted(slow_voice_graph, script))
+    (barge_in,) = events(result, "barge_in")
+    answers = [t for t in result.turns if t.turn > barge_in["turn"]]
+    assert answers, result.turns
+    assert wer(said.replace("two", "2"), answers[-1].user.replace("two", "2")) <= 0.3, answers
+    assert answers[-1].assistant.strip()
 
 
 def test_speculation_releases_the_matching_reply(tmp_path, monkeypatch):
