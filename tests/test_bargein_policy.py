@@ -6,6 +6,8 @@ run without models; tests/test_bargein.py runs the same behaviour with real spee
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from harness import run_node
 from hypothesis import given, settings
@@ -110,6 +112,30 @@ async def test_with_no_reply_playing_speech_is_an_ordinary_turn():
     result = await run_node("turn.dynamic", PARAMS, [*speech("Yeah.", speech_s=0.4), 1.0])
     assert [t.text for t in result.frames("user_turn")] == ["Yeah."]
     assert voice_events(result) == []
+
+
+async def test_a_backchannel_begun_as_the_reply_ended_is_checked_as_over_it():
+    """The VAD's start event comes ~100 ms after the speech began; a short reply may end in
+    between. Speech that began while the reply played is still checked as a barge-in."""
+
+    def late_start():
+        yield 0.3  # the 0.2 s reply has ended
+        yield "vad", VADEvent(kind="start", t_ns=time.monotonic_ns() - 200_000_000)
+        yield 0.4
+        yield "vad", VADEvent(kind="end")
+        yield 0.05
+        yield "transcript", Transcript(text="I see.", final=True)
+
+    async def short_reply_sent(context) -> None:  # no playback report: played in real time
+        playback = Conversation.of(context).playback
+        playback.begin_sentence(context.turn, "Yes.")
+        playback.add_audio(context.turn, 0.2)
+        playback.sent(context.turn, 0.2)
+
+    script = [short_reply_sent, *late_start(), 1.0]
+    result = await run_node("turn.dynamic", PARAMS, script)
+    assert result.frames("user_turn") == [], "a backchannel over the reply is no turn"
+    assert voice_events(result) == ["voice_paused", "voice_resumed"]
 
 
 def test_phrases_match_multi_word_backchannels_and_count_the_rest():

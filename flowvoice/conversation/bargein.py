@@ -141,7 +141,7 @@ class BargeIn:
         if self._start is not None or not p.barge_in or not self._conversation.control.barge_in:
             return
         turn = conversation.turn
-        if not conversation.playback.is_playing(turn):
+        if not conversation.reply_playing_at(start.t_ns):
             return
         self._start, self._due_ns, self._spoken_ms, self._paused_ns = start, None, None, None
         strict = conversation.playback.heard_seconds(turn) < p.barge_in_strict_s

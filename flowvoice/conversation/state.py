@@ -46,6 +46,11 @@ class Conversation:
     def turn(self) -> int:
         return self._session.turn
 
+    def reply_playing_at(self, t_ns: int) -> bool:
+        """Whether the current turn's reply was playing at monotonic time ``t_ns`` (e.g. when
+        speech started: its VAD event comes ~100 ms later, when a short reply may have ended)."""
+        return self.playback.is_playing(self.turn, now=t_ns / 1e9)
+
     async def new_turn(self, reason: str) -> int:
         """Raise the session's turn, preempting older work; returns the new turn."""
         return await self._session.new_turn(reason)

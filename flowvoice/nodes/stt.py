@@ -492,8 +492,7 @@ class UtteranceSTT(Node):
             if frame.kind == "start":
                 preroll = RATE * self.params.preroll_ms // 1000
                 start = max(self._timeline.start, position - preroll)
-                conversation = Conversation.of(self.context)
-                over_reply = conversation.playback.is_playing(conversation.turn)
+                over_reply = Conversation.of(self.context).reply_playing_at(frame.t_ns)
                 self._current = _Utterance(start, position, over_reply=over_reply)
                 self._last_partial = self._last_loud = position
                 self._peak = 0
