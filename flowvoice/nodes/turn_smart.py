@@ -52,8 +52,7 @@ from flowvoice.nodes.turn import ConversationParams, TurnDetector
 PREROLL_S = 0.5
 #: The model sees at most the last 8 s.
 WINDOW_S = 8.0
-#: How long past ``score_after_ms`` a score waits for the pause's transcript: the STT computes
-#: then, and the two computing side by side on two cores slowed both.
+#: How long past ``score_after_ms`` a score waits for the pause's transcript (module docstring).
 TRANSCRIPT_WAIT_S = 0.5
 
 
@@ -231,8 +230,7 @@ class SmartTurn(TurnDetector):
         return hold_ms(self._probability, text, self.params, text_p)
 
     def ready_to_speculate(self, text: str) -> bool:
-        """Once this pause is scored: on two cores the reply's LLM computing beside the models
-        slows all of them 2-3x, and both scores take ~50-70 ms alone."""
+        """Once this pause is scored by both models (module docstring)."""
         if self._probability is None:
             return False
         return self._text_model is None or self._text_scores.get(text) is not None
