@@ -31,6 +31,7 @@ examples:
   flowvoice bench runtime
   flowvoice bench turns --utterances 30 --markdown     end-of-turn and barge-in, per turn policy
   flowvoice bench turn-scores                          calibrate turn.smart's thresholds
+  flowvoice bench backchannels                         are hums heard as backchannels?
   flowvoice bench e2e --graph old.yaml --graph default --rounds 3   compare graphs' latency
   flowvoice bench realtime --rounds 2                   voice-to-voice: /ws against /v1/realtime
 """
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
             "whisper",
             "turns",
             "turn-scores",
+            "backchannels",
             "transports",
             "realtime",
             "soak",
@@ -382,6 +384,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         _load(graph, [])  # a bad graph: a clear error, no traceback
         return bench_realtime(graph, args.rounds, args.markdown)
+    if args.name == "backchannels":
+        from flowvoice.bench.backchannels import main as bench_backchannels
+
+        return bench_backchannels(args.markdown)
     if args.name == "whisper":
         from flowvoice.bench.whisper import main as bench_whisper
 
