@@ -117,23 +117,26 @@ async def test_with_no_reply_playing_speech_is_an_ordinary_turn():
 async def test_a_backchannel_begun_as_the_reply_ended_is_checked_as_over_it():
     """The VAD's start event comes ~100 ms after the speech began; a short reply may end in
     between. Speech that began while the reply played is still checked as a barge-in."""
-
-    def late_start():
-        yield 0.3  # the 0.2 s reply has ended
-        yield "vad", VADEvent(kind="start", t_ns=time.monotonic_ns() - 200_000_000)
-        yield 0.4
-        yield "vad", VADEvent(kind="end")
-        yield 0.05
-        yield "transcript", Transcript(text="I see.", final=True)
+    sent_ns: list[int] = []
 
     async def short_reply_sent(context) -> None:  # no playback report: played in real time
         playback = Conversation.of(context).playback
         playback.begin_sentence(context.turn, "Yes.")
         playback.add_audio(context.turn, 0.2)
         playback.sent(context.turn, 0.2)
+        sent_ns.append(time.monotonic_ns())
 
-    script = [short_reply_sent, *late_start(), 1.0]
-    result = await run_node("turn.dynamic", PARAMS, script)
+    def steps():  # lazy: the start is stamped 0.1 s into the 0.2 s reply, however late it runs
+        yield short_reply_sent
+        yield 0.3  # the reply has ended when the start event arrives
+        yield "vad", VADEvent(kind="start", t_ns=sent_ns[0] + 100_000_000)
+        yield 0.4
+        yield "vad", VADEvent(kind="end")
+        yield 0.05
+        yield "transcript", Transcript(text="I see.", final=True)
+        yield 1.0
+
+    result = await run_node("turn.dynamic", PARAMS, steps())
     assert result.frames("user_turn") == [], "a backchannel over the reply is no turn"
     assert voice_events(result) == ["voice_paused", "voice_resumed"]
 
