@@ -55,7 +55,9 @@ def voice_events(result) -> list[str]:
     return [e["type"] for e in result.events if e["type"] in kinds]
 
 
-@pytest.mark.parametrize("said", ["Yeah.", "Mm-hmm.", "Okay.", "Uh-huh, I see.", "Right, right."])
+@pytest.mark.parametrize(
+    "said", ["Yeah.", "Mm-hmm.", "Okay.", "Uh-huh, I see.", "Right, right.", "Mm-h-n.", "MMMM"]
+)
 async def test_a_backchannel_neither_interrupts_nor_becomes_a_turn(said):
     script = [assistant_speaking(), *speech(said, partial_after_s=0.3), 1.0]
     result = await run_node("turn.dynamic", PARAMS, script)

@@ -8,7 +8,9 @@ from flowvoice.bench.backchannels import heard_as_backchannel, measure
 from flowvoice.bench.turns_corpus import Voice
 
 
-@pytest.mark.parametrize("text", ["", "Mm-hmm.", "Yeah, yeah.", "Uh-huh, I see.", "MMM."])
+@pytest.mark.parametrize(
+    "text", ["", "Mm-hmm.", "Yeah, yeah.", "Uh-huh, I see.", "MMM.", "Mm-h-n.", "M-H-M"]
+)
 def test_backchannels_and_nothing_are_taken_for_a_backchannel(text):
     assert heard_as_backchannel(text)
 

@@ -23,6 +23,7 @@ from flowvoice.conversation.bargein import (
     DEFAULT_BACKCHANNELS,
     DEFAULT_INTERRUPT_WORDS,
     Phrases,
+    words_beyond,
     words_of,
 )
 from flowvoice.nodes.stt import (
@@ -79,7 +80,7 @@ _BACKCHANNELS, _INTERRUPT_WORDS = Phrases(DEFAULT_BACKCHANNELS), Phrases(DEFAULT
 def heard_as_backchannel(text: str) -> bool:
     """Whether barge-in takes ``text`` for a backchannel (nothing, or only backchannels)."""
     words = words_of(text)
-    return not _INTERRUPT_WORDS.found_in(words) and _BACKCHANNELS.other_words(words) == 0
+    return not _INTERRUPT_WORDS.found_in(words) and words_beyond(_BACKCHANNELS, words) == 0
 
 
 def padded(samples: np.ndarray) -> np.ndarray:

@@ -33,12 +33,20 @@ DEFAULT_BACKCHANNELS = [
 #: Said while the assistant speaks, they mean "stop talking": they interrupt at once.
 DEFAULT_INTERRUPT_WORDS = ["wait", "stop", "no", "hold on", "hang on", "sorry", "excuse me"]
 _WORD = re.compile(r"[a-z0-9']+")
+#: Whisper spells a hum too many ways for a list ("Mm-hm", "Mm-h-n", "MMMM", "M-H-M"): a word
+#: of only these letters is one.
+_HUM = re.compile(r"[mhn]+")
 MS = 1_000_000
 
 
 def words_of(text: str) -> list[str]:
     """Lower-case words, with hyphenated sounds split ("Mm-hmm" -> "mm", "hmm")."""
     return _WORD.findall(text.lower().replace("-", " "))
+
+
+def words_beyond(backchannels: Phrases, words: list[str]) -> int:
+    """How many of ``words`` are neither part of a backchannel phrase nor a hum."""
+    return backchannels.other_words([w for w in words if not _HUM.fullmatch(w)])
 
 
 class Phrases:
@@ -169,7 +177,7 @@ class BargeIn:
             self._due_ns = max(time.monotonic_ns(), earliest)
 
     def _enough_words(self, words: list[str]) -> bool:
-        return self._backchannels.other_words(words) >= self._needed_words
+        return words_beyond(self._backchannels, words) >= self._needed_words
 
     def due_ns(self) -> int | None:
         """When the speech being checked interrupts; None while it does not (yet)."""

@@ -81,9 +81,9 @@ MAX_LENGTH = 448
 #: digits spoken one by one up to ~6; a repetition loop runs to the budget's end.
 BASE_TOKENS = 24
 TOKENS_PER_S = 10
-#: Whisper, prompted with hums spelled out, writes hummed backchannels that way: 64 of 77 hum
-#: clips instead of 27 (unprompted: "MMA Kim", "MMMBHM", "Amen"), at the price of 20 of 242
-#: short interruptions taken for backchannels instead of 7 ("Mom", "now" -> "Yeah."). See
+#: Whisper, prompted with hums spelled out, writes hummed backchannels that way: 62 of 77 hum
+#: clips read as backchannels instead of 46 (unprompted: "MMA Kim", "Amen", "And make sure"),
+#: at the price of 21 of 242 short interruptions instead of 7 ("Mom", "now" -> "Yeah."). See
 #: ``flowvoice bench backchannels``.
 BACKCHANNEL_PROMPT = "Mm-hmm. Uh-huh. Hmm."
 #: faster-whisper's default temperatures: each one re-decodes a window the previous failed.
