@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--interruptions", type=int, default=10, help="bargein: replies to interrupt"
     )
     bench.add_argument(
-        "--windows", type=float, nargs="+", help="whisper: encoder windows in s (30 15 10)"
+        "--windows",
+        type=float,
+        nargs="+",
+        help="whisper: fixed encoder windows in s compared besides 15 s and the default (30)",
     )
     bench.add_argument("--threads", type=int, default=0, help="whisper: CPU threads (0: auto)")
     bench.add_argument(

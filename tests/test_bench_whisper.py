@@ -20,11 +20,12 @@ def test_bench_whisper_compares_old_and_new_decoding(monkeypatch, capsys):
     clips = whisper.clips()
     assert any(c.final for c in clips) and any(not c.final for c in clips)
     rows = whisper.measure([15, 30], threads=1, audio=clips)
-    assert [(r.label, r.window_s) for r in rows] == [
-        (whisper.BEFORE[0], 15),
-        (whisper.CAPPED[0], 15),
-        (whisper.DEFAULT[0], 15),
-        (whisper.DEFAULT[0], 30),
+    assert [(r.label, r.window) for r in rows] == [
+        (whisper.BEFORE[0], "15 s"),
+        (whisper.CAPPED[0], "8 s, +5 s"),
+        (whisper.FIXED[0], "15 s"),
+        (whisper.DEFAULT[0], "8 s, +5 s"),
+        (whisper.FIXED[0], "30 s"),
     ]
     for row in rows:
         assert len(row.times_ms) == len(clips)

@@ -19,6 +19,7 @@ from flowvoice.nodes.stt import (
     _Temperatures,
     _Whisper,
     check_language,
+    drop_repeats,
     encoder_window_frames,
     resolve_model,
     token_budget,
@@ -129,12 +130,21 @@ async def test_speech_that_resumes_after_a_pause_is_transcribed_whole(monkeypatc
     assert calls[0] >= 2, "the pause's transcription was not reused for the whole"
 
 
-def test_encoder_window_is_padded_to_the_setting_or_to_whisper_own():
+def test_encoder_window_is_fitted_to_the_utterance():
     second = 16000
-    assert encoder_window_frames(2 * second, 15) == 1500
-    assert encoder_window_frames(15 * second, 15) == 1500
-    assert encoder_window_frames(16 * second, 15) == 3000  # longer: Whisper's own 30 s
-    assert encoder_window_frames(2 * second, 30) == 3000
+    assert encoder_window_frames(2 * second, 8, 5) == 800  # at least the shortest window
+    assert encoder_window_frames(6 * second, 8, 5) == 1100  # the utterance and its padding
+    assert encoder_window_frames(28 * second, 8, 5) == 3000  # at most Whisper's own 30 s
+    assert encoder_window_frames(2 * second, 15, 0) == 1500  # a fixed window
+    assert encoder_window_frames(2 * second, 30, 5) == 3000
+
+
+def test_a_repetition_loop_is_cut_to_the_phrase():
+    assert drop_repeats("Set a timer. Set a timer. Set a") == "Set a timer."
+    looped = "Play some quiet music while I read. Play some quiet music wh"
+    assert drop_repeats(looped) == "Play some quiet music while I read."
+    for kept in ["no no no", "I want to go, I want to stay", "Bye bye.", "", "one two three"]:
+        assert drop_repeats(kept) == kept
 
 
 async def test_whisper_own_window_gives_the_same_text():
@@ -149,7 +159,7 @@ async def test_whisper_own_window_gives_the_same_text():
 
 def test_decoding_params_validate():
     assert WhisperParams().decoding() == Decoding(
-        beam_size=1, language=None, temperature=(0.0,), max_decode_s=1.0, window_s=15
+        beam_size=1, language=None, temperature=(0.0,), max_decode_s=1.0, window_s=8, padding_s=5
     )
     capped = WhisperParams(temperature=[0, 0.4], max_decode_s=None, language="en").decoding()
     assert capped.temperature == (0.0, 0.4) and capped.max_decode_s is None

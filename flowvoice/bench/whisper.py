@@ -6,10 +6,12 @@ tiny.en the way ``stt.whisper`` does it: each whole utterance (a final transcrip
 first 1, 2 and 3 s (partial transcripts of the growing utterance, cut mid-word as they are
 while the user speaks; most of faster-whisper's temperature fallbacks happen on these). Once
 per configuration, all on the same clips: faster-whisper's default decoding as stt.whisper
-used it before (fallback up to temperature 1.0, no token budget, no deadline), a capped
-fallback with a deadline, today's default (greedy, token budget, deadline), and today's
-default with other encoder windows. Reports ms per transcription (p50, p90, p99, max;
-nearest rank) over all clips and the finals' mean word error rate.
+used it first (fallback up to temperature 1.0, no token budget, no deadline; fixed 15 s
+window), a capped fallback with a deadline, greedy decoding with a fixed 15 s window (the
+default until the window was fitted), today's default (greedy, token budget, deadline,
+window fitted to the utterance, repeats dropped), and greedy decoding with other fixed
+windows. Reports ms per transcription (p50, p90, p99, max; nearest rank) over all clips and
+the finals' mean word error rate.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ import numpy as np
 
 from flowvoice.bench.wer import wer
 from flowvoice.nodes.audio import Resampler, read_wav
-from flowvoice.nodes.stt import RATE, UNBOUNDED, Decoding, _Whisper, resolve_model
+from flowvoice.nodes.stt import (
+    FIXED_WINDOW,
+    RATE,
+    UNBOUNDED,
+    Decoding,
+    _Whisper,
+    resolve_model,
+)
 
 #: Conversational sentences unlike the e2e questions: requests, numbers, names, a long one.
 SENTENCES = (
@@ -66,10 +75,11 @@ SPEEDS = (140, 175, 210)
 PARTIALS_S = (1.0, 2.0, 3.0)
 LEADS_S = (0.3, 0.5, 0.7)
 TAILS_S = (0.1, 0.2, 0.35)
-#: Decoding configurations compared besides today's default (encoder window 15 s).
+#: Decoding configurations: the first, a capped fallback, the fixed window, today's default.
 BEFORE = ("before: fallback 0-1.0, unbounded", UNBOUNDED)
 CAPPED = ("fallback [0, 0.4], budget, 1 s deadline", Decoding(temperature=(0.0, 0.4)))
-DEFAULT = ("default: greedy, budget, 1 s deadline", Decoding())
+FIXED = ("greedy, budget, 1 s deadline", FIXED_WINDOW)
+DEFAULT = ("default: greedy, budget, 1 s deadline, repeats dropped", Decoding())
 
 
 @dataclass
@@ -84,7 +94,7 @@ class Clip:
 @dataclass
 class Row:
     label: str
-    window_s: float
+    window: str  # e.g. "15 s", "8 s, +5 s"
     times_ms: list[float]
     mean_wer: float
 
@@ -128,11 +138,16 @@ def clips() -> list[Clip]:
 
 
 def configs(windows: list[float]) -> list[tuple[str, Decoding]]:
-    """Before, capped fallback and default at 15 s, then the default at the other windows."""
-    out = [(label, replace(d, window_s=15)) for label, d in (BEFORE, CAPPED, DEFAULT)]
-    label, default = DEFAULT
-    out += [(label, replace(default, window_s=w)) for w in windows if w != 15]
-    return out
+    """Before, capped fallback, fixed 15 s and default, then fixed ``windows`` other than 15."""
+    label, fixed = FIXED
+    out = [BEFORE, CAPPED, FIXED, DEFAULT]
+    return out + [(label, replace(fixed, window_s=w)) for w in windows if w != fixed.window_s]
+
+
+def window_label(decoding: Decoding) -> str:
+    """The encoder window of ``decoding`` in words: "15 s" (fixed) or "8 s, +5 s" (fitted)."""
+    fitted = f", +{decoding.padding_s:g} s" if decoding.padding_s else ""
+    return f"{decoding.window_s:g} s{fitted}"
 
 
 def measure(windows: list[float], threads: int, audio: list[Clip] | None = None) -> list[Row]:
@@ -152,7 +167,7 @@ def measure(windows: list[float], threads: int, audio: list[Clip] | None = None)
             if clip.final:
                 errors[i].append(wer(clip.text, text))
     return [
-        Row(label, decoding.window_s, times[i], float(np.mean(errors[i])))
+        Row(label, window_label(decoding), times[i], float(np.mean(errors[i])))
         for i, (label, decoding) in enumerate(chosen)
     ]
 
@@ -160,7 +175,7 @@ def measure(windows: list[float], threads: int, audio: list[Clip] | None = None)
 def main(windows: list[float] | None = None, threads: int = 0, markdown: bool = False) -> int:
     threads = threads or min(4, os.cpu_count() or 1)
     audio = clips()
-    rows = measure(windows or [30, 15, 10], threads, audio)
+    rows = measure(windows or [30], threads, audio)
     finals = sum(c.final for c in audio)
     title = (
         f"whisper benchmark: tiny.en int8, {threads} thread(s), {len(audio)} clips: {finals} "
@@ -177,14 +192,14 @@ def main(windows: list[float] | None = None, threads: int = 0, markdown: bool = 
         )
         for r in rows:
             print(
-                f"| {r.label} | {r.window_s:g} s | {r.percentile(50):.0f} | "
+                f"| {r.label} | {r.window} | {r.percentile(50):.0f} | "
                 f"{r.percentile(90):.0f} | {r.percentile(99):.0f} | {max(r.times_ms):.0f} | "
                 f"{r.mean_wer:.3f} |"
             )
     else:
         for r in rows:
             print(
-                f"  {r.label:<40} {r.window_s:>4g} s: p50 {r.percentile(50):5.0f}, "
+                f"  {r.label:<54} {r.window:>9}: p50 {r.percentile(50):5.0f}, "
                 f"p90 {r.percentile(90):5.0f}, p99 {r.percentile(99):5.0f}, "
                 f"max {max(r.times_ms):5.0f} ms, WER {r.mean_wer:.3f}"
             )

@@ -10,9 +10,13 @@ ends without resuming, that transcription is the final transcript, ready before 
 silence hang-over has run out; if it resumes, the final is transcribed at the end as before.
 
 Whisper's encoder always sees a 30 s window, padded with silence, and attention makes its
-cost grow faster than the window. Here the window is 15 s unless the utterance is longer:
-tiny.en on a 2-core CPU transcribes a short utterance in ~170 instead of ~390 ms; the word
-error rate moved a few points either way on espeak-ng clips (``flowvoice bench whisper``).
+cost grow faster than the window. Here the window is fitted to the utterance: the utterance
+plus 5 s of silence, at least 8 s. tiny.en on a 2-core CPU transcribes a short question in
+~60-70 ms instead of ~390 (30 s) or ~130-170 (15 s, the default until 2026-11-26). A window
+that ends soon after the speech makes tiny.en repeat itself ("Play some quiet music while I
+read. Play some quiet music wh"), so a transcript that is one phrase of three or more words
+said over and over is cut to the phrase (``drop_repeats``); with that, the word error rate
+is the 15 s window's (``flowvoice bench whisper``).
 
 Decoding is greedy with no temperature fallback by default: faster-whisper's default re-decodes
 a window it finds unlikely (too repetitive, or a low mean log-probability) at temperatures
@@ -154,13 +158,21 @@ class WhisperParams(UtteranceParams):
         0, ge=0, le=64, description="CPU threads for CTranslate2; 0 uses all cores up to 4."
     )
     encoder_window_s: float = Field(
-        15,
+        8,
         ge=1,
         le=30,
-        description="Seconds of audio the encoder sees: the utterance padded with silence to "
-        "this length, or to 30 s (Whisper's own window) when it is longer. 15 s is 2.3x "
-        "faster than 30 s; word error rates differ by a few points, either way depending on "
-        "the speech (flowvoice bench whisper).",
+        description="Shortest window of audio the encoder sees, in seconds: the utterance is "
+        "padded with silence to at least this, and to encoder_padding_s past its end (at "
+        "most 30 s, Whisper's own window). The fitted 8 s + 5 s window is ~2x faster than a "
+        "fixed 15 s and ~5x faster than 30 s, at the same word error rate (flowvoice bench "
+        "whisper). 30 gives Whisper's own window.",
+    )
+    encoder_padding_s: float = Field(
+        5,
+        ge=0,
+        le=30,
+        description="Silence the encoder sees after the utterance, in seconds (see "
+        "encoder_window_s); with 0, encoder_window_s is a fixed window.",
     )
 
     @field_validator("temperature")
@@ -182,6 +194,7 @@ class WhisperParams(UtteranceParams):
             temperature=tuple(t) if isinstance(t, list) else (t,),
             max_decode_s=self.max_decode_s,
             window_s=self.encoder_window_s,
+            padding_s=self.encoder_padding_s,
         )
 
 
@@ -195,11 +208,18 @@ class Decoding:
     max_decode_s: float | None = 1.0
     #: Bound the tokens of each window by the audio's length (BASE_TOKENS, TOKENS_PER_S).
     bound_tokens: bool = True
-    window_s: float = 15
+    window_s: float = 8
+    padding_s: float = 5
+    #: Cut a transcript that repeats one phrase over and over to the phrase (``drop_repeats``).
+    drop_repeats: bool = True
 
 
+#: What stt.whisper did before its window was fitted to the utterance (a fixed 15 s).
+FIXED_WINDOW = Decoding(window_s=15, padding_s=0, drop_repeats=False)
 #: What stt.whisper did before the worst case was bounded (compared in flowvoice bench whisper).
-UNBOUNDED = Decoding(temperature=FALLBACK_TEMPERATURES, max_decode_s=None, bound_tokens=False)
+UNBOUNDED = replace(
+    FIXED_WINDOW, temperature=FALLBACK_TEMPERATURES, max_decode_s=None, bound_tokens=False
+)
 
 
 def default_compute_type(device: str) -> str:
@@ -291,10 +311,26 @@ def _install_window_hook() -> None:
     transcribe_module.pad_or_trim = pad_or_trim
 
 
-def encoder_window_frames(samples: int, window_s: float) -> int:
-    """Mel frames the encoder sees for ``samples`` of audio (see ``encoder_window_s``)."""
-    window = min(round(window_s * 100), FULL_WINDOW_FRAMES)
-    return window if math.ceil(samples * 100 / RATE) <= window else FULL_WINDOW_FRAMES
+def encoder_window_frames(samples: int, window_s: float, padding_s: float) -> int:
+    """Mel frames the encoder sees for ``samples`` of audio: the audio plus ``padding_s``, at
+    least ``window_s``, at most Whisper's 30 s (see ``encoder_window_s``)."""
+    fitted = math.ceil(samples * 100 / RATE) + round(padding_s * 100)
+    return min(max(round(window_s * 100), fitted), FULL_WINDOW_FRAMES)
+
+
+def drop_repeats(text: str, min_words: int = 3) -> str:
+    """The phrase once if ``text`` is a phrase of at least ``min_words`` words said again and
+    again (the last copy maybe cut short, as the token budget cuts a repetition loop, but at
+    least ``min_words`` words of it), else ``text``. Case and punctuation are ignored:
+    "Set a timer. Set a timer. Set a" -> "Set a timer."; "no no no" stays."""
+    words = text.split()
+    bare = ["".join(c for c in w.lower() if c.isalnum() or c == "'") for w in words]
+    n = len(bare)
+    for period in range(min_words, n - min_words + 1):
+        repeats = all(bare[i] == bare[i - period] for i in range(period, n - 1))
+        if repeats and bare[(n - 1) % period].startswith(bare[-1]):
+            return " ".join(words[:period])
+    return text
 
 
 def token_budget(samples: int, prompt_tokens: int, multilingual: bool = False) -> int:
@@ -359,7 +395,7 @@ class _Whisper:
         if d.max_decode_s is not None:
             windows = max(1, math.ceil(len(audio) / (RATE * FULL_WINDOW_FRAMES / 100)))
             deadline = time.monotonic() + d.max_decode_s * windows
-        _window.frames = encoder_window_frames(len(audio), d.window_s)
+        _window.frames = encoder_window_frames(len(audio), d.window_s, d.padding_s)
         segments, _ = self.model.transcribe(
             audio.astype(np.float32) / 32768.0,
             beam_size=d.beam_size,
@@ -373,7 +409,8 @@ class _Whisper:
         )
         texts = []
         for segment in segments:  # decoded lazily, one 30 s window at a time
-            texts.append(segment.text.strip())
+            text = segment.text.strip()
+            texts.append(drop_repeats(text) if d.drop_repeats else text)
             if on_text is not None:
                 on_text(" ".join(texts).strip())
             if deadline is not None and time.monotonic() >= deadline:
