@@ -22,9 +22,9 @@ def test_bench_whisper_compares_old_and_new_decoding(monkeypatch, capsys):
     rows = whisper.measure([15, 30], threads=1, audio=clips)
     assert [(r.label, r.window) for r in rows] == [
         (whisper.BEFORE[0], "15 s"),
-        (whisper.CAPPED[0], "8 s, +5 s"),
+        (whisper.CAPPED[0], "10 s, +5 s"),
         (whisper.FIXED[0], "15 s"),
-        (whisper.DEFAULT[0], "8 s, +5 s"),
+        (whisper.DEFAULT[0], "10 s, +5 s"),
         (whisper.FIXED[0], "30 s"),
     ]
     for row in rows:

@@ -159,7 +159,7 @@ async def test_whisper_own_window_gives_the_same_text():
 
 def test_decoding_params_validate():
     assert WhisperParams().decoding() == Decoding(
-        beam_size=1, language=None, temperature=(0.0,), max_decode_s=1.0, window_s=8, padding_s=5
+        beam_size=1, language=None, temperature=(0.0,), max_decode_s=1.0, window_s=10, padding_s=5
     )
     capped = WhisperParams(temperature=[0, 0.4], max_decode_s=None, language="en").decoding()
     assert capped.temperature == (0.0, 0.4) and capped.max_decode_s is None

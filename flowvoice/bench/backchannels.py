@@ -4,7 +4,7 @@ Barge-in tells a backchannel from an interruption by the transcript's words
 (:mod:`flowvoice.conversation.bargein`), so a hummed "mm hm" that tiny.en writes as "Amen"
 interrupts the assistant. This speaks hums, worded backchannels and short interruptions in
 Piper's and espeak-ng's voices, transcribes each with the shipped tiny.en as ``stt.whisper``
-does (greedy, 15 s window), without and with ``stt.params.backchannel_prompt`` (the prompt for
+does (its default decoding), without and with ``stt.params.backchannel_prompt`` (the prompt for
 speech over the reply), and counts the transcripts barge-in takes for a backchannel: no word
 beyond the backchannel list and no interrupt word. For hums and worded backchannels more is
 better; for interruptions each one counted is an interruption lost.

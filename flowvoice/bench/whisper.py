@@ -94,7 +94,7 @@ class Clip:
 @dataclass
 class Row:
     label: str
-    window: str  # e.g. "15 s", "8 s, +5 s"
+    window: str  # e.g. "15 s", "10 s, +5 s"
     times_ms: list[float]
     mean_wer: float
 
@@ -145,7 +145,7 @@ def configs(windows: list[float]) -> list[tuple[str, Decoding]]:
 
 
 def window_label(decoding: Decoding) -> str:
-    """The encoder window of ``decoding`` in words: "15 s" (fixed) or "8 s, +5 s" (fitted)."""
+    """The encoder window of ``decoding`` in words: "15 s" (fixed) or "10 s, +5 s" (fitted)."""
     fitted = f", +{decoding.padding_s:g} s" if decoding.padding_s else ""
     return f"{decoding.window_s:g} s{fitted}"
 

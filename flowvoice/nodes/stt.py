@@ -11,8 +11,8 @@ silence hang-over has run out; if it resumes, the final is transcribed at the en
 
 Whisper's encoder always sees a 30 s window, padded with silence, and attention makes its
 cost grow faster than the window. Here the window is fitted to the utterance: the utterance
-plus 5 s of silence, at least 8 s. tiny.en on a 2-core CPU transcribes a short question in
-~60-70 ms instead of ~390 (30 s) or ~130-170 (15 s, the default until 2026-11-26). A window
+plus 5 s of silence, at least 10 s. tiny.en on a 2-core CPU transcribes a short question in
+~70-90 ms instead of ~340-390 (30 s) or ~130-170 (15 s, the default until 2026-11-26). A window
 that ends soon after the speech makes tiny.en repeat itself ("Play some quiet music while I
 read. Play some quiet music wh"), so a transcript that is one phrase of three or more words
 said over and over is cut to the phrase (``drop_repeats``); with that, the word error rate
@@ -158,12 +158,12 @@ class WhisperParams(UtteranceParams):
         0, ge=0, le=64, description="CPU threads for CTranslate2; 0 uses all cores up to 4."
     )
     encoder_window_s: float = Field(
-        8,
+        10,
         ge=1,
         le=30,
         description="Shortest window of audio the encoder sees, in seconds: the utterance is "
         "padded with silence to at least this, and to encoder_padding_s past its end (at "
-        "most 30 s, Whisper's own window). The fitted 8 s + 5 s window is ~2x faster than a "
+        "most 30 s, Whisper's own window). The fitted 10 s + 5 s window is ~2x faster than a "
         "fixed 15 s and ~5x faster than 30 s, at the same word error rate (flowvoice bench "
         "whisper). 30 gives Whisper's own window.",
     )
@@ -208,7 +208,7 @@ class Decoding:
     max_decode_s: float | None = 1.0
     #: Bound the tokens of each window by the audio's length (BASE_TOKENS, TOKENS_PER_S).
     bound_tokens: bool = True
-    window_s: float = 8
+    window_s: float = 10
     padding_s: float = 5
     #: Cut a transcript that repeats one phrase over and over to the phrase (``drop_repeats``).
     drop_repeats: bool = True
