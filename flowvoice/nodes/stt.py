@@ -163,8 +163,8 @@ class WhisperParams(UtteranceParams):
         le=30,
         description="Shortest window of audio the encoder sees, in seconds: the utterance is "
         "padded with silence to at least this, and to encoder_padding_s past its end (at "
-        "most 30 s, Whisper's own window). The fitted 10 s + 5 s window is ~2x faster than a "
-        "fixed 15 s and ~5x faster than 30 s, at the same word error rate (flowvoice bench "
+        "most 30 s, Whisper's own window). The fitted 10 s + 5 s window is ~1.5x faster than a "
+        "fixed 15 s and ~4x faster than 30 s, at the same word error rate (flowvoice bench "
         "whisper). 30 gives Whisper's own window.",
     )
     encoder_padding_s: float = Field(
