@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import anyio
+import anyio.abc
 import pytest
 
 from flowvoice.runtime.engine import SharedEngine
@@ -19,14 +20,39 @@ pytestmark = pytest.mark.anyio
 WAITERS = 8
 
 
+class Holder:
+    """A call that holds the engine until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.holding, self._released = threading.Event(), threading.Event()
+
+    def __call__(self, _: None) -> None:
+        self.holding.set()
+        self._released.wait(10)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+async def held(engine: SharedEngine[None], tg: anyio.abc.TaskGroup) -> Holder:
+    """A call started in ``tg`` that holds ``engine`` once this returns."""
+    holder = Holder()
+    tg.start_soon(engine.call, holder)
+    with anyio.fail_after(10):
+        await anyio.to_thread.run_sync(holder.holding.wait)
+    return holder
+
+
+async def waiting(engine: SharedEngine[None], calls: int) -> None:
+    """Return once ``calls`` calls wait for ``engine``."""
+    with anyio.fail_after(10):
+        while len(engine._instance._queue) < calls:
+            await anyio.sleep(0.005)
+
+
 async def test_waiting_calls_get_the_engine_in_the_order_they_asked():
     engine = SharedEngine("test engine", lambda: None)
-    holding, release = threading.Event(), threading.Event()
     order: list[int] = []
-
-    def hold(_: None) -> None:
-        holding.set()
-        release.wait(10)
 
     def take_turn(i: int) -> Callable[[None], None]:
         def call(_: None) -> None:
@@ -35,41 +61,24 @@ async def test_waiting_calls_get_the_engine_in_the_order_they_asked():
 
         return call
 
-    async def waiting(n: int) -> None:
-        with anyio.fail_after(10):
-            while len(engine._instance._queue) < n:
-                await anyio.sleep(0.005)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(engine.call, hold)
-        with anyio.fail_after(10):
-            await anyio.to_thread.run_sync(holding.wait)
+        holder = await held(engine, tg)
         for i in range(WAITERS):
             tg.start_soon(engine.call, take_turn(i))
-            await waiting(i + 1)  # each asks once the one before is waiting
-        release.set()
+            await waiting(engine, i + 1)  # each asks once the one before is waiting
+        holder.release()
     assert order == list(range(WAITERS))
 
 
 async def test_a_cancelled_waiting_call_gives_up_its_place():
     engine = SharedEngine("test engine", lambda: None)
-    holding, release = threading.Event(), threading.Event()
     order: list[str] = []
-
-    def hold(_: None) -> None:
-        holding.set()
-        release.wait(10)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(engine.call, hold)
-        with anyio.fail_after(10):
-            await anyio.to_thread.run_sync(holding.wait)
+        holder = await held(engine, tg)
         with anyio.move_on_after(0.2):
             await engine.call(lambda _: order.append("cancelled"))
         tg.start_soon(engine.call, lambda _: order.append("next"))
-        with anyio.fail_after(10):
-            while len(engine._instance._queue) < 1:
-                await anyio.sleep(0.005)
-        release.set()
+        await waiting(engine, 1)
+        holder.release()
     assert order == ["next"]
     assert not engine._instance._queue
