@@ -46,7 +46,7 @@ async def held(engine: SharedEngine[None], tg: anyio.abc.TaskGroup) -> Holder:
 async def waiting(engine: SharedEngine[None], calls: int) -> None:
     """Return once ``calls`` calls wait for ``engine``."""
     with anyio.fail_after(10):
-        while len(engine._instance._queue) < calls:
+        while engine._instance.lock.waiting < calls:
             await anyio.sleep(0.005)
 
 
@@ -81,4 +81,4 @@ async def test_a_cancelled_waiting_call_gives_up_its_place():
         await waiting(engine, 1)
         holder.release()
     assert order == ["next"]
-    assert not engine._instance._queue
+    assert engine._instance.lock.waiting == 0

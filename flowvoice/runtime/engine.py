@@ -13,7 +13,6 @@ down, and so does every engine once ``max_abandoned_threads`` threads are stuck:
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
+from flowvoice.runtime.fair_lock import FairLock
 from flowvoice.runtime.threads import abandoned_threads, stream_from_thread
 
 log = logging.getLogger("flowvoice.engine")
@@ -34,7 +34,7 @@ R = TypeVar("R")
 
 #: The ``error`` event code a node publishes when its shared engine failed a call.
 ENGINE_FAILED = "engine_failed"
-#: How often a waiting call looks at the engine's lock and progress.
+#: How often a call watches the engine's progress (a hang fails it and the waiting calls).
 _POLL_S = 0.05
 
 
@@ -56,42 +56,25 @@ class EngineFailed(RuntimeError):
 
 
 class _Instance(Generic[E]):
-    """One loaded engine and its lock; ``progress_at`` is when its holder last made progress.
-
-    The lock is granted in the order calls asked for it: a ``threading.Lock`` wakes any one of
-    its waiters, and with 16 sessions on one LLM some replies waited 10 s while others went
-    twice (``flowvoice bench load``, light graph: p95 voice-to-voice ~4x its p50).
-    """
+    """One loaded engine and its lock (first come, first served); ``progress_at`` is when its
+    holder last made progress."""
 
     def __init__(self, engine: E):
         self.engine = engine
+        self.lock = FairLock()
         self.progress_at: float | None = None  # None while nobody holds the lock
         self.hung = False
-        self._turns = threading.Condition()
-        self._queue: collections.deque[object] = collections.deque()  # waiting calls, in order
-        self._held = False
 
     def acquire(self, cancelled: threading.Event) -> bool:
-        """Blocking: take the lock once the calls that asked before have had it; False when
-        ``cancelled`` is set first."""
-        ticket = object()
-        with self._turns:
-            self._queue.append(ticket)
-            while (self._held or self._queue[0] is not ticket) and not cancelled.is_set():
-                self._turns.wait(_POLL_S)
-            self._queue.remove(ticket)
-            if cancelled.is_set():
-                self._turns.notify_all()  # the next in line may be first now
-                return False
-            self._held = True
-            self.progress_at = time.monotonic()
-            return True
+        """Blocking: take the lock in turn; False when ``cancelled`` is set first."""
+        if not self.lock.acquire(cancelled):
+            return False
+        self.progress_at = time.monotonic()
+        return True
 
     def release(self) -> None:
-        with self._turns:
-            self.progress_at = None
-            self._held = False
-            self._turns.notify_all()
+        self.progress_at = None
+        self.lock.release()
 
     def stalled(self, timeout_s: float) -> bool:
         since = self.progress_at
