@@ -78,7 +78,7 @@ def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredP
     """Speak, transcribe and score every hold and complete utterance in every voice."""
     from flowvoice.nodes.smart_turn_model import SmartTurnModel
 
-    text_model = TextTurnModel.load(params.text_model or "gemma3-270m")
+    text_model = TextTurnModel.load(params.text_model or "gemma3-270m-en")
 
     model = SmartTurnModel.load()
     whisper = _Whisper(resolve_model("tiny.en"), "cpu", "int8", 0)
@@ -251,7 +251,7 @@ def main(
             pauses = [ScoredPause(**p) for p in json.load(f)["pauses"]]
         if any(p.p_text is None for p in pauses):
             print("Judging the kept transcripts with the text model...", flush=True)
-            pauses = add_text_scores(pauses, base.text_model or "gemma3-270m")
+            pauses = add_text_scores(pauses, base.text_model or "gemma3-270m-en")
     else:
         print("Speaking, transcribing and scoring the corpus pauses (a few minutes)...", flush=True)
         pauses = score_corpus(base)

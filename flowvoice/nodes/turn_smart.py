@@ -6,11 +6,11 @@ from unfinished turns best) the turn's audio up to that point is scored once by 
 worker thread, as soon as the pause's transcript is in (the STT computes until then; on two
 cores the two side by side slowed both): the probability that the user has finished. Each
 transcript of the turn is judged by a text model too (:mod:`flowvoice.nodes.text_turn_model`:
-how likely a user message ends with these words, from gemma3-270m), and the two are combined
-in log-odds, the text's ``text_weight`` times (3: on synthetic speech the text separates
-finished from unfinished turns far better, AUC 0.92 against 0.72, and the audio breaks its
-ties). That combined probability and how the transcript ends give a hold time, measured from
-the end of speech, instead of a yes/no:
+how likely a user message ends with these words, from the default LLM, gemma3-270m-en), and
+the two are combined in log-odds, the text's ``text_weight`` times (3: on synthetic speech the
+text separates finished from unfinished turns far better, AUC 0.92 against 0.72, and the audio
+breaks its ties). That combined probability and how the transcript ends give a hold time,
+measured from the end of speech, instead of a yes/no:
 
 - confident (``p >= confident_p``): ``confident_ms``;
 - unsure (``p >= unlikely_p``): ``unsure_ms``;
@@ -65,10 +65,10 @@ class SmartTurnParams(ConversationParams):
     )
     threads: int = Field(1, ge=1, le=16, description="ONNX Runtime threads per model call.")
     text_model: str = Field(
-        "gemma3-270m",
+        "gemma3-270m-en",
         description="Language model judging whether the transcript ends the turn: "
-        "'gemma3-270m' (the shipped default LLM's weights) or a Gemma GGUF path; empty: the "
-        "audio score alone.",
+        "'gemma3-270m-en' (the shipped default LLM), 'gemma3-270m' or a Gemma GGUF path; "
+        "empty: the audio score alone.",
     )
     text_weight: float = Field(
         3.0,
