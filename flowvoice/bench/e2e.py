@@ -8,11 +8,14 @@ turn -> first LLM token -> first sentence -> first TTS audio -> first audio out.
 
 from __future__ import annotations
 
+import multiprocessing
 import platform
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -83,21 +86,33 @@ def measure(
     return result.turns, rss_mb
 
 
+def measure_apart(graph_path: str, questions: int) -> tuple[list[ChatTurn], float]:
+    """:func:`measure` in a fresh process, as ``flowvoice run`` would serve the graph alone:
+    graphs measured in one process share its loaded engines, and two llama.cpp models there
+    (the old graph's and the new one's) each keep a thread pool, which made every token ~2x
+    slower on two cores."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as process:
+        return process.submit(measure, graph_path, questions).result()
+
+
 def main(
     graph_paths: list[str] | None = None,
     questions: int = 5,
     markdown: bool = False,
     rounds: int = 1,
 ) -> int:
-    """Time each graph on the same spoken questions; with several graphs, ``rounds`` rounds
-    take them in turn (so load on the machine falls on all alike) and a table compares them."""
+    """Time each graph on the same spoken questions, each run in a process of its own; with
+    several graphs, ``rounds`` rounds take them in turn (so load on the machine falls on all
+    alike) and a table compares them."""
     graph_paths = graph_paths or ["default"]
     questions = min(questions, len(QUESTIONS))
     turns: dict[str, list[ChatTurn]] = {path: [] for path in graph_paths}
     rss_mb = 0.0
-    for _ in range(max(1, rounds)):
+    for round_ in range(1, max(1, rounds) + 1):
         for path in graph_paths:
-            answered, rss_mb = measure(path, questions)
+            print(f"{path}: round {round_} of {max(1, rounds)} ...", file=sys.stderr, flush=True)
+            answered, rss_mb = measure_apart(path, questions)
             turns[path] += answered
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"

@@ -9,6 +9,8 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
+from flowvoice.runtime.blas import one_blas_thread
+
 log = logging.getLogger("flowvoice.resources")
 T = TypeVar("T")
 
@@ -26,6 +28,9 @@ class ResourceCache:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     async def get(self, key: Hashable, load: Callable[[], T], *, label: str = "") -> T:
         """Return the resource for ``key``, calling ``load()`` in a worker thread the first time."""
         if key in self._items:
@@ -34,6 +39,7 @@ class ResourceCache:
         async with lock:
             if key not in self._items:
                 name = label or str(key)
+                one_blas_thread()
                 log.info("loading %s ...", name)
                 start = time.perf_counter()
                 self._items[key] = await anyio.to_thread.run_sync(load)
