@@ -13,7 +13,7 @@
 # Volta (GTX 10xx, P4, P40, V100) build with TORCH_INDEX=https://download.pytorch.org/whl/cu126.
 # GGML_NATIVE=OFF: llama.cpp is built for every CPU and GPU generation, not for the machine
 # that built the image. Models are not baked in: they live in the cache volume
-# /home/flowvoice/.cache (Hugging Face hub cache, XTTS weights, the assembled Gemma GGUF).
+# /home/flowvoice/.cache (Hugging Face hub cache, XTTS weights, the assembled Gemma GGUF and its English copy).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG BUILD_IMAGE=${BASE_IMAGE}
 

@@ -1,4 +1,5 @@
-"""llm.llamacpp with the packaged gemma3-270m: answers, history, interruption, model errors."""
+"""llm.llamacpp with the packaged gemma3-270m (its English copy by default): answers, history,
+interruption, model errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The text end-of-turn model (gemma3-270m, shipped): finished words score above unfinished ones."""
+"""The text end-of-turn model (gemma3-270m-en, shipped): finished words score above unfinished
+ones."""
 
 from __future__ import annotations
 

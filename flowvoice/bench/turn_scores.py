@@ -35,6 +35,7 @@ from datetime import date
 import numpy as np
 
 from flowvoice.bench.turns_corpus import COMPLETES, HOLDS, PAUSES_MS, PROMPTS, RATE, VOICES, speak
+from flowvoice.nodes.llm import GEMMA_EN
 from flowvoice.nodes.stt import Decoding, _Whisper, resolve_model
 from flowvoice.nodes.text_turn_model import TextTurnModel
 from flowvoice.nodes.turn_smart import PREROLL_S, SmartTurnParams, combined, hold_ms
@@ -78,7 +79,7 @@ def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredP
     """Speak, transcribe and score every hold and complete utterance in every voice."""
     from flowvoice.nodes.smart_turn_model import SmartTurnModel
 
-    text_model = TextTurnModel.load(params.text_model or "gemma3-270m-en")
+    text_model = TextTurnModel.load(params.text_model or GEMMA_EN)
 
     model = SmartTurnModel.load()
     whisper = _Whisper(resolve_model("tiny.en"), "cpu", "int8", 0)
@@ -251,7 +252,7 @@ def main(
             pauses = [ScoredPause(**p) for p in json.load(f)["pauses"]]
         if any(p.p_text is None for p in pauses):
             print("Judging the kept transcripts with the text model...", flush=True)
-            pauses = add_text_scores(pauses, base.text_model or "gemma3-270m-en")
+            pauses = add_text_scores(pauses, base.text_model or GEMMA_EN)
     else:
         print("Speaking, transcribing and scoring the corpus pauses (a few minutes)...", flush=True)
         pauses = score_corpus(base)

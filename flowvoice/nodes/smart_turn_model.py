@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from flowvoice.runtime.blas import one_blas_thread
+
 MODEL_FILENAME = "smart-turn-v3.2-cpu.onnx"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / MODEL_FILENAME
 MODEL_SAMPLE_RATE = 16000
@@ -180,7 +182,8 @@ class SmartTurnModel:
         """The model input for ``audio``: Whisper log-mel features, float32 [1, 80, 800]."""
         x = model_window(audio, sample_rate)
         x = (x - x.mean()) / np.sqrt(x.var() + _NORM_EPS)
-        log_mel = self._features(x, padding=0)
+        with one_blas_thread():  # no BLAS thread left spinning beside the next engine
+            log_mel = self._features(x, padding=0)
         return np.ascontiguousarray(log_mel[np.newaxis], dtype=np.float32)
 
     def probability_from_features(self, features: np.ndarray) -> float:

@@ -15,8 +15,9 @@ On the ``flowvoice bench turn-scores`` corpus (tiny.en transcripts of paused fra
 complete questions in six voices) this separates finished from unfinished turns with an AUC of
 0.92, where Smart Turn's audio score gives 0.72; the two together decide best (``turn.smart``).
 
-Cost: one short forward pass, ~50-70 ms on one thread of the 2-core development machine (~90 ms
-with the full vocabulary, whose output layer alone is 178 MB). Calls are serialised by a lock
+Cost: one short forward pass on one thread: 69 ms on the 2-core development machine (90 ms with
+the full vocabulary, whose output layer alone is 178 MB; both measured in one process on
+2026-11-26, where an earlier quiet day gave 50 ms for the full one). Calls are serialised by a lock
 (a llama.cpp context is not thread-safe); the weights are memory-mapped, so this second copy of
 the default LLM's file shares its pages with the LLM's.
 """
@@ -32,6 +33,7 @@ import anyio.lowlevel
 import numpy as np
 
 from flowvoice.nodes._deps import require
+from flowvoice.nodes.llm import GEMMA_EN, close_at_exit, llama_thread, resolve_gguf
 
 #: Gemma's prompt for the start of a user message: the text is read as its opening.
 PROMPT = "<start_of_turn>user\n"
@@ -55,8 +57,6 @@ class TextTurnModel:
     """End-of-turn probability of a transcript from a Gemma-family GGUF (llama-cpp-python)."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        from flowvoice.nodes.llm import close_at_exit, llama_thread
-
         llama_cpp = require("llama_cpp", "llama-cpp-python")
         self._llama = llama_cpp.Llama(
             model_path=str(path),
@@ -74,11 +74,9 @@ class TextTurnModel:
         self.path = path
 
     @classmethod
-    def load(cls, model: str = "gemma3-270m-en", threads: int = 1) -> TextTurnModel:
+    def load(cls, model: str = GEMMA_EN, threads: int = 1) -> TextTurnModel:
         """The shipped gemma3-270m(-en) (``model`` as ``llm.llamacpp`` names it) or a GGUF
         path."""
-        from flowvoice.nodes.llm import resolve_gguf
-
         return cls(resolve_gguf(model), threads)
 
     def _ending_tokens(self) -> np.ndarray:

@@ -46,6 +46,7 @@ from flowvoice.conversation.endings import unfinished
 from flowvoice.frames import AudioFrame, Frame, Transcript, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError, Port
+from flowvoice.nodes.llm import GEMMA, GEMMA_EN
 from flowvoice.nodes.turn import ConversationParams, TurnDetector
 
 #: Audio kept before the speech start, as Smart Turn was trained (pipecat keeps 0.5 s).
@@ -65,9 +66,9 @@ class SmartTurnParams(ConversationParams):
     )
     threads: int = Field(1, ge=1, le=16, description="ONNX Runtime threads per model call.")
     text_model: str = Field(
-        "gemma3-270m-en",
+        GEMMA_EN,
         description="Language model judging whether the transcript ends the turn: "
-        "'gemma3-270m-en' (the shipped default LLM), 'gemma3-270m' or a Gemma GGUF path; "
+        f"{GEMMA_EN!r} (the shipped default LLM), {GEMMA!r} or a Gemma GGUF path; "
         "empty: the audio score alone.",
     )
     text_weight: float = Field(

@@ -9,8 +9,6 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from flowvoice.runtime.blas import one_blas_thread
-
 log = logging.getLogger("flowvoice.resources")
 T = TypeVar("T")
 
@@ -39,7 +37,6 @@ class ResourceCache:
         async with lock:
             if key not in self._items:
                 name = label or str(key)
-                one_blas_thread()
                 log.info("loading %s ...", name)
                 start = time.perf_counter()
                 self._items[key] = await anyio.to_thread.run_sync(load)
