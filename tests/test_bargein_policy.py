@@ -143,6 +143,40 @@ async def test_a_backchannel_begun_as_the_reply_ended_is_checked_as_over_it():
     assert voice_events(result) == ["voice_paused", "voice_resumed"]
 
 
+@pytest.mark.parametrize(
+    ("reply", "after_end_s", "a_turn"),
+    [
+        ("It is sunny.", 0.15, False),  # the listener may still hear its end: "yeah" acknowledges
+        ("Do you like it?", 0.15, True),  # "yeah" answers the question
+        ("It is sunny.", 0.6, True),  # well after the reply: the user speaks
+    ],
+)
+async def test_yeah_just_after_a_reply_is_a_turn_only_after_a_question_or_a_while(
+    reply, after_end_s, a_turn
+):
+    sent_ns: list[int] = []
+
+    async def reply_sent(context) -> None:  # no playback report: played in real time
+        playback = Conversation.of(context).playback
+        playback.begin_sentence(context.turn, reply)
+        playback.add_audio(context.turn, 0.2)
+        playback.sent(context.turn, 0.2)
+        sent_ns.append(time.monotonic_ns())
+
+    def steps():  # lazy: the start is stamped relative to the reply's send, however late
+        yield reply_sent
+        yield 0.2 + after_end_s + 0.1  # the start event comes ~100 ms after the speech began
+        yield "vad", VADEvent(kind="start", t_ns=sent_ns[0] + int((0.2 + after_end_s) * 1e9))
+        yield 0.4
+        yield "vad", VADEvent(kind="end")
+        yield 0.05
+        yield "transcript", Transcript(text="Yeah.", final=True)
+        yield 1.0
+
+    result = await run_node("turn.dynamic", PARAMS, steps())
+    assert [t.text for t in result.frames("user_turn")] == (["Yeah."] if a_turn else [])
+
+
 def test_phrases_match_multi_word_backchannels_and_count_the_rest():
     backchannels = Phrases(DEFAULT_BACKCHANNELS)
     assert backchannels.other_words(words_of("Mm-hmm, I see. Got it!")) == 0

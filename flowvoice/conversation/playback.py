@@ -130,6 +130,15 @@ class PlaybackLedger:
             return False
         return entry.heard_s(self._now(now)) < entry.sent_s - PLAYED_TOLERANCE_S
 
+    def ended_statement_within(self, turn: int, now: float, within_s: float) -> bool:
+        """True when ``turn``'s sent audio ran out, by its real-time estimate, less than
+        ``within_s`` before ``now`` and its last sentence was not a question."""
+        entry = self._turns.get(turn)
+        if entry is None or entry.plays_until is None or not entry.sentences:
+            return False
+        since_end = self._now(now) - entry.plays_until
+        return 0 <= since_end < within_s and not entry.sentences[-1].text.rstrip().endswith("?")
+
     def heard_seconds(self, turn: int, now: float | None = None) -> float:
         """Seconds of ``turn``'s reply the user has heard so far."""
         entry = self._turns.get(turn)

@@ -13,6 +13,9 @@ from flowvoice.runtime.session import Session
 
 #: Held (speculative) turns older than this many turns are forgotten.
 KEEP_HELD_TURNS = 64
+#: Speech begun this soon after a reply ended on a statement still counts as over the reply
+#: (the page hears a reply ~75-125 ms after the server sends it: docs/benchmarks.md).
+REPLY_TAIL_S = 0.3
 
 
 class Conversation:
@@ -48,8 +51,14 @@ class Conversation:
 
     def reply_playing_at(self, t_ns: int) -> bool:
         """Whether the current turn's reply was playing at monotonic time ``t_ns`` (e.g. when
-        speech started: its VAD event comes ~100 ms later, when a short reply may have ended)."""
-        return self.playback.is_playing(self.turn, now=t_ns / 1e9)
+        speech started: its VAD event comes ~100 ms later, when a short reply may have ended),
+        or had ended less than ``REPLY_TAIL_S`` before on a statement: the estimate of its end
+        runs ahead of what the listener hears (their player's start, the network), and a
+        "yeah" there acknowledges the reply. After a question it answers it: a turn."""
+        now, turn = t_ns / 1e9, self.turn
+        return self.playback.is_playing(turn, now=now) or self.playback.ended_statement_within(
+            turn, now, REPLY_TAIL_S
+        )
 
     async def new_turn(self, reason: str) -> int:
         """Raise the session's turn, preempting older work; returns the new turn."""
