@@ -116,29 +116,34 @@ async def test_with_no_reply_playing_speech_is_an_ordinary_turn():
     assert voice_events(result) == []
 
 
-async def test_a_backchannel_begun_as_the_reply_ended_is_checked_as_over_it():
-    """The VAD's start event comes ~100 ms after the speech began; a short reply may end in
-    between. Speech that began while the reply played is still checked as a barge-in."""
+def speech_after_a_short_reply(reply: str, said: str, began_s: float, arrives_s: float):
+    """Steps: a 0.2 s reply ``reply`` is sent (no playback report: played in real time), then
+    speech ``said`` that began ``began_s`` after the send, its VAD start event arriving
+    ``arrives_s`` after it (lazy: stamped relative to the send, however late the script runs)."""
     sent_ns: list[int] = []
 
-    async def short_reply_sent(context) -> None:  # no playback report: played in real time
+    async def reply_sent(context) -> None:
         playback = Conversation.of(context).playback
-        playback.begin_sentence(context.turn, "Yes.")
+        playback.begin_sentence(context.turn, reply)
         playback.add_audio(context.turn, 0.2)
         playback.sent(context.turn, 0.2)
         sent_ns.append(time.monotonic_ns())
 
-    def steps():  # lazy: the start is stamped 0.1 s into the 0.2 s reply, however late it runs
-        yield short_reply_sent
-        yield 0.3  # the reply has ended when the start event arrives
-        yield "vad", VADEvent(kind="start", t_ns=sent_ns[0] + 100_000_000)
-        yield 0.4
-        yield "vad", VADEvent(kind="end")
-        yield 0.05
-        yield "transcript", Transcript(text="I see.", final=True)
-        yield 1.0
+    yield reply_sent
+    yield arrives_s
+    yield "vad", VADEvent(kind="start", t_ns=sent_ns[0] + int(began_s * 1e9))
+    yield 0.4
+    yield "vad", VADEvent(kind="end")
+    yield 0.05
+    yield "transcript", Transcript(text=said, final=True)
+    yield 1.0
 
-    result = await run_node("turn.dynamic", PARAMS, steps())
+
+async def test_a_backchannel_begun_as_the_reply_ended_is_checked_as_over_it():
+    """The VAD's start event comes ~100 ms after the speech began; a short reply may end in
+    between. Speech that began while the reply played is still checked as a barge-in."""
+    steps = speech_after_a_short_reply("Yes.", "I see.", began_s=0.1, arrives_s=0.3)
+    result = await run_node("turn.dynamic", PARAMS, steps)
     assert result.frames("user_turn") == [], "a backchannel over the reply is no turn"
     assert voice_events(result) == ["voice_paused", "voice_resumed"]
 
@@ -154,26 +159,9 @@ async def test_a_backchannel_begun_as_the_reply_ended_is_checked_as_over_it():
 async def test_yeah_just_after_a_reply_is_a_turn_only_after_a_question_or_a_while(
     reply, after_end_s, a_turn
 ):
-    sent_ns: list[int] = []
-
-    async def reply_sent(context) -> None:  # no playback report: played in real time
-        playback = Conversation.of(context).playback
-        playback.begin_sentence(context.turn, reply)
-        playback.add_audio(context.turn, 0.2)
-        playback.sent(context.turn, 0.2)
-        sent_ns.append(time.monotonic_ns())
-
-    def steps():  # lazy: the start is stamped relative to the reply's send, however late
-        yield reply_sent
-        yield 0.2 + after_end_s + 0.1  # the start event comes ~100 ms after the speech began
-        yield "vad", VADEvent(kind="start", t_ns=sent_ns[0] + int((0.2 + after_end_s) * 1e9))
-        yield 0.4
-        yield "vad", VADEvent(kind="end")
-        yield 0.05
-        yield "transcript", Transcript(text="Yeah.", final=True)
-        yield 1.0
-
-    result = await run_node("turn.dynamic", PARAMS, steps())
+    began_s = 0.2 + after_end_s
+    steps = speech_after_a_short_reply(reply, "Yeah.", began_s, arrives_s=began_s + 0.1)
+    result = await run_node("turn.dynamic", PARAMS, steps)
     assert [t.text for t in result.frames("user_turn")] == (["Yeah."] if a_turn else [])
 
 
