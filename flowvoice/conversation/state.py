@@ -1,11 +1,12 @@
-"""One session's conversation state: playback ledger, voice gate, held speculative turns and
-what a client decided (turn control, instructions)."""
+"""One session's conversation state: playback ledger, voice gate, held speculative turns, the
+first sentence under synthesis and what a client decided (turn control, instructions)."""
 
 from __future__ import annotations
 
 import anyio
 
 from flowvoice.conversation.control import TurnControl
+from flowvoice.conversation.first_audio import FirstAudio
 from flowvoice.conversation.playback import PlaybackLedger
 from flowvoice.conversation.voice import SpeakerGate
 from flowvoice.node import NodeContext
@@ -30,6 +31,7 @@ class Conversation:
         self.playback = PlaybackLedger()
         self.voice = SpeakerGate(self.playback, self._publish_voice_state)
         self.control = TurnControl()
+        self.first_audio = FirstAudio()
         #: The LLM's instructions when a client set them (None: the graph's system prompt).
         self.instructions: str | None = None
         self._held: dict[int, anyio.Event] = {}

@@ -11,9 +11,11 @@ Generation runs in a worker thread holding the shared model (a
 :class:`~flowvoice.runtime.engine.SharedEngine`: sessions share the model and its context;
 each session puts its conversation's saved memory back first, so only its new message is
 evaluated: :mod:`flowvoice.nodes.llama_memory`); tokens are pushed to the event loop as they
-come. A model that hangs fails the reply with the spoken ``error_reply`` and is reloaded for
-the next one. Interrupting the turn cancels the node's dispatch, which stops generation at
-the next token and waits for the thread to return.
+come, and while the TTS synthesizes the reply's first sentence the thread pauses between
+tokens (:mod:`flowvoice.conversation.first_audio`). A model that hangs fails the reply with
+the spoken ``error_reply`` and is reloaded for the next one. Interrupting the turn cancels
+the node's dispatch, which stops generation at the next token and waits for the thread to
+return.
 History and reply bookkeeping come from :class:`~flowvoice.nodes.llm_base.StreamingLLM`.
 """
 
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 GEMMA = "gemma3-270m"
 #: gemma3-270m with its vocabulary cut to English (flowvoice.nodes.gguf_english).
 GEMMA_EN = "gemma3-270m-en"
+#: Longest the LLM pauses for the reply's first sentence to be synthesized
+#: (flowvoice.conversation.first_audio).
+FIRST_AUDIO_WAIT_S = 1.0
 
 
 def cache_dir() -> Path:
@@ -181,6 +186,12 @@ class LlamaCppParams(LLMParams):
         description="Model layers to run on the GPU (-1: all, 0: none); null: all when "
         "llama-cpp-python was built with GPU support (CUDA, Metal, Vulkan), else none.",
     )
+    yield_to_speech: bool = Field(
+        True,
+        description="Pause between tokens while the TTS synthesizes the reply's first "
+        "sentence (at most 1 s; not while other sessions wait for the model): on a CPU the "
+        "two share the cores and the first audio comes sooner.",
+    )
     repeat_penalty: float = Field(
         1.1,
         ge=1.0,
@@ -299,6 +310,8 @@ class LlamaCpp(StreamingLLM):
                 text = choice["delta"].get("content") if "delta" in choice else choice["text"]
                 if text:
                     put(text)
+                    if p.yield_to_speech and not self._model.waiting:
+                        self.conversation.first_audio.wait(FIRST_AUDIO_WAIT_S)
         finally:
             stream.close()
             self._memory = SavedMemory(llama)

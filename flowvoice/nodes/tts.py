@@ -88,12 +88,15 @@ class _TTSNode(Node):
 
     async def _speak(self, turn: int, text: str) -> None:
         playback = self.conversation.playback
+        first = self.conversation.first_audio.synthesizing() if not playback.knows(turn) else None
         playback.begin_sentence(turn, text)
         sent = []
 
         async def send(samples: np.ndarray) -> None:
             sent.append(len(samples))
             self.context.mark("first_audio", turn)  # the first mark of a turn wins
+            if first is not None:
+                first.heard()
             audio = AudioFrame(samples=samples, sample_rate=self.sample_rate)
             playback.add_audio(turn, audio.duration_s)
             await self.emit("audio", audio)
@@ -113,6 +116,9 @@ class _TTSNode(Node):
                 node=self.name,
                 message=f"{self.type_name}: {cut}{exc}",
             )
+        finally:
+            if first is not None:
+                first.heard()  # no audio came (cut, failed): the LLM waits no longer
 
 
 # -- piper -------------------------------------------------------------------------------------

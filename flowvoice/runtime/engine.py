@@ -107,6 +107,11 @@ class SharedEngine(Generic[E]):
     def healthy(self) -> bool:
         return not self._instance.hung
 
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for the engine now (besides the one holding it)."""
+        return self._instance.lock.waiting
+
     async def stream(
         self,
         produce: Callable[[E, Callable[[T], None], threading.Event], None],

@@ -1,0 +1,81 @@
+"""First audio first: the LLM pauses while the TTS synthesizes the reply's first sentence."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from harness import Received, run_graph
+
+from flowvoice.conversation.first_audio import FirstAudio
+from flowvoice.frames import UserTurn
+from flowvoice.runtime.session import NodeContext
+
+
+def test_wait_returns_at_once_with_no_first_sentence_under_way():
+    assert FirstAudio().wait(0.0)
+
+
+def test_wait_lasts_until_every_first_sentence_is_heard():
+    first_audio = FirstAudio()
+    a, b = first_audio.synthesizing(), first_audio.synthesizing()
+    assert first_audio.pending and not first_audio.wait(0.01)
+    a.heard()
+    a.heard()  # a second call does nothing: b still holds the LLM
+    assert not first_audio.wait(0.01)
+    threading.Timer(0.05, b.heard).start()
+    start = time.monotonic()
+    assert first_audio.wait(10.0)
+    assert time.monotonic() - start < 5.0
+    assert not first_audio.pending
+
+
+def test_wait_gives_up_after_its_timeout():
+    first_audio = FirstAudio()
+    first_audio.synthesizing()
+    start = time.monotonic()
+    assert not first_audio.wait(0.05)
+    assert time.monotonic() - start >= 0.04
+
+
+@pytest.mark.anyio
+async def test_the_llm_pauses_while_the_first_sentence_is_synthesized():
+    """gemma3-270m answers these in two sentences. Between the second reply's first sentence
+    reaching Piper and its first audio the LLM adds at most the token it was computing
+    (without the pause it went on, slowed down, ~5-10 tokens in that time on two cores; the
+    first reply warms Piper up: its first long sentence in a process is slow anyway)."""
+    nodes = {
+        "llm": ("llm.llamacpp", {}),
+        "sentences": ("text.sentences", {}),
+        "tts": ("tts.piper", {}),
+    }
+    edges = ["llm.text -> sentences.text", "sentences.sentence -> tts.text"]
+
+    async def next_turn(context: NodeContext) -> None:
+        await context.new_turn("next question")
+
+    script = [
+        ("llm.prompt", UserTurn(text="Tell me about the moon.")),
+        6.0,
+        next_turn,
+        ("llm.prompt", UserTurn(turn=1, text="Tell me about the ocean.")),
+        6.0,
+    ]
+    result = await run_graph(nodes, edges, script, ["llm.prompt"], timeout=90)
+
+    def of_second_turn(output: str) -> list[Received]:
+        return [r for r in result.received[output] if r.frame.turn == 1]
+
+    sentences = [r for r in of_second_turn("sentences.sentence") if r.frame.text.strip()]
+    assert len(sentences) >= 2, [r.frame.text for r in sentences]
+    first_sentence_at = sentences[0].t_ns
+    first_audio_at = next(r.t_ns for r in of_second_turn("tts.audio") if len(r.frame.samples))
+    during = [
+        r.frame.text
+        for r in of_second_turn("llm.text")
+        if first_sentence_at < r.t_ns < first_audio_at and r.frame.text
+    ]
+    print(f"LLM pieces while the first sentence was synthesized: {during}")
+    assert len(during) <= 3, during
+    assert not result.session.nodes["tts"].conversation.first_audio.pending
