@@ -153,7 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
     bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
-    bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
+    bench.add_argument(
+        "--questions",
+        type=int,
+        default=5,
+        help="e2e, bargein: questions",
+    )
+    bench.add_argument(
+        "--requests",
+        action="store_true",
+        help="e2e: ask three requests the default LLM answers in two sentences instead",
+    )
     bench.add_argument(
         "--rounds",
         type=int,
@@ -397,7 +407,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_whisper(args.windows, args.threads, args.markdown)
     from flowvoice.bench.e2e import main as bench_e2e
 
-    return bench_e2e(args.graph or ["default"], args.questions, args.markdown, args.rounds)
+    return bench_e2e(
+        args.graph or ["default"], args.questions, args.markdown, args.rounds, args.requests
+    )
 
 
 COMMANDS = {

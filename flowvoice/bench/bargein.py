@@ -77,8 +77,8 @@ def voice_to_voice(graph_path: str, speculate: bool, questions: int) -> dict[str
     """Voice-to-voice ms by question asked (each turn matched to the question its transcript
     is closest to; questions without a timed reply left out)."""
     overrides = [f"turn.params.speculate={str(speculate).lower()}"]
-    turns, _ = measure_e2e(graph_path, questions, overrides=overrides)
     asked = QUESTIONS[:questions]
+    turns, _ = measure_e2e(graph_path, asked, overrides=overrides)
     return {
         min(asked, key=lambda q: wer(q, turn.user)): turn.latency_ms["first_audio_sent"]
         for turn in turns

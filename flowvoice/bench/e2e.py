@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -34,7 +35,14 @@ QUESTIONS = (
     "What is the opposite of hot?",
     "Can you name a big animal?",
 )
+#: Asked instead with ``--requests``: in a conversation of their own gemma3-270m answers these
+#: in two sentences, and the first one's synthesis competes with the LLM's next tokens for the
+#: CPU (flowvoice.conversation.first_audio). After the one-sentence answers to ``QUESTIONS`` it
+#: answers in one sentence too.
+REQUESTS = ("Tell me about the moon.", "Describe a cat.", "Tell me about the ocean.")
+
 RATE = 16000
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 #: What the user waits for: end of their speech -> the reply's first audio leaving the server.
 VOICE_TO_VOICE = "first_audio_sent"
 
@@ -73,27 +81,42 @@ def percentile_table(turns: list[ChatTurn]) -> list[tuple[str, float, float, int
     return rows
 
 
+def first_sentence_to_audio_ms(turns: list[ChatTurn]) -> list[float]:
+    """First sentence -> first audio of each reply of two sentences or more: the first
+    sentence's synthesis, which an LLM still generating competes with on a CPU."""
+    return [
+        t.latency_ms["first_audio"] - t.latency_ms["first_sentence"]
+        for t in turns
+        if len(_SENTENCE_END.findall(t.assistant.strip())) >= 2
+        and {"first_audio", "first_sentence"} <= t.latency_ms.keys()
+    ]
+
+
 def measure(
-    graph_path: str, questions: int, gap_s: float = 7.0, overrides: list[str] | None = None
+    graph_path: str,
+    asked: tuple[str, ...],
+    gap_s: float = 7.0,
+    overrides: list[str] | None = None,
 ) -> tuple[list[ChatTurn], float]:
-    """Run the conversation; return the answered turns and the process's peak RSS in MB."""
+    """Say ``asked`` to the graph; return the answered turns and the process's peak RSS in
+    MB."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "questions.wav"
-        write_wav(wav, conversation(QUESTIONS[:questions], gap_s), RATE)
+        write_wav(wav, conversation(asked, gap_s), RATE)
         graph = with_file_io(load_graph(graph_path, overrides), str(wav), realtime=True)
         result = anyio.run(run_chat, graph)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result.turns, rss_mb
 
 
-def measure_apart(graph_path: str, questions: int) -> tuple[list[ChatTurn], float]:
+def measure_apart(graph_path: str, asked: tuple[str, ...]) -> tuple[list[ChatTurn], float]:
     """:func:`measure` in a fresh process, as ``flowvoice run`` would serve the graph alone:
     graphs measured in one process share its loaded engines, and two llama.cpp models there
     (the old graph's and the new one's) each keep a thread pool, which made every token ~2x
     slower on two cores."""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as process:
-        return process.submit(measure, graph_path, questions).result()
+        return process.submit(measure, graph_path, asked).result()
 
 
 def main(
@@ -101,18 +124,20 @@ def main(
     questions: int = 5,
     markdown: bool = False,
     rounds: int = 1,
+    requests: bool = False,
 ) -> int:
-    """Time each graph on the same spoken questions, each run in a process of its own; with
-    several graphs, ``rounds`` rounds take them in turn (so load on the machine falls on all
-    alike) and a table compares them."""
+    """Time each graph on the same spoken questions (``REQUESTS`` with ``requests``), each run
+    in a process of its own; with several graphs, ``rounds`` rounds take them in turn (so load
+    on the machine falls on all alike) and a table compares them."""
     graph_paths = graph_paths or ["default"]
-    questions = min(questions, len(QUESTIONS))
+    asked = REQUESTS if requests else QUESTIONS[:questions]
+    questions = len(asked)
     turns: dict[str, list[ChatTurn]] = {path: [] for path in graph_paths}
     rss_mb = 0.0
     for round_ in range(1, max(1, rounds) + 1):
         for path in graph_paths:
             print(f"{path}: round {round_} of {max(1, rounds)} ...", file=sys.stderr, flush=True)
-            answered, rss_mb = measure_apart(path, questions)
+            answered, rss_mb = measure_apart(path, asked)
             turns[path] += answered
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
@@ -152,6 +177,14 @@ def compare_table(
     for stage in STAGES[1:]:
         if any(stage in p50[path] for path in paths):
             rows.append([f"{stage} p50 ms", *(_ms(p50[path].get(stage)) for path in paths)])
+    synthesis = {path: first_sentence_to_audio_ms(turns[path]) for path in paths}
+    if any(synthesis.values()):
+        rows.append(
+            [
+                "first_sentence -> first_audio p50 ms (2+ sentence replies)",
+                *(_ms(float(np.median(v))) if v else "-" for v in synthesis.values()),
+            ]
+        )
     base = p50[paths[0]].get(VOICE_TO_VOICE)
     rows.append(
         [
