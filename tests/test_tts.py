@@ -12,6 +12,7 @@ from speech_audio import wer
 
 from flowvoice.frames import AudioFrame, Sentence
 from flowvoice.node import NodeSetupError
+from flowvoice.nodes.tts import ONSET_KEEP_S, audible_from
 from flowvoice.runtime.session import SessionError
 
 pytestmark = pytest.mark.anyio
@@ -99,3 +100,20 @@ async def test_unknown_voice_is_a_clear_error_fast(node_type, params, message):
         await run_node(node_type, params)
     assert time.monotonic() - start < 5
     assert isinstance(info.value.error, NodeSetupError) and message in str(info.value)
+
+
+def test_the_sound_begins_just_before_the_first_audible_sample():
+    rate = 20000
+    quiet, loud = np.full(400, 20, np.int16), np.full(100, -3000, np.int16)
+    assert audible_from(np.concatenate([quiet, loud]), rate) == 400 - 300  # 15 ms kept
+    assert audible_from(np.concatenate([quiet[:250], loud]), rate) == 0
+    assert audible_from(quiet, rate) is None
+
+
+@pytest.mark.parametrize("node_type", ["tts.piper", "tts.espeak"])
+async def test_a_reply_starts_with_its_sound_not_the_voice_lead_silence(node_type):
+    result, _ = await synthesize(node_type, SENTENCES[0])
+    first = result.received["audio"][0].frame
+    rate = first.sample_rate
+    assert audible_from(first.samples, rate) is not None
+    assert audible_from(first.samples, rate) <= round(ONSET_KEEP_S * rate)

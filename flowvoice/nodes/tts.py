@@ -7,7 +7,10 @@ at the engine's rate (22050 Hz for the bundled voices). Sessions share each engi
 (an ``engine_failed`` error event) of every session waiting for it, not the sessions. An
 interrupt cancels the dispatch, which stops synthesis at the next chunk and waits for the
 thread. Each sentence and the duration of its audio go to the session's playback ledger, so
-the chat history can keep what the user heard.
+the chat history can keep what the user heard. A reply's first sentence starts at its sound:
+the voice's lead silence before it (Piper: 20-60 ms) is cut, so the user hears the reply that
+much sooner; while it is synthesized the in-process LLM pauses
+(:mod:`flowvoice.conversation.first_audio`).
 
 RealtimeTTS is not the adapter here: importing its engines pulls PyAudio/PortAudio, its
 PiperEngine shells out to a ``piper`` binary instead of using piper-tts in process, and its
@@ -36,6 +39,21 @@ from flowvoice.transport import SPEECH_FAILED
 
 Push = Callable[[np.ndarray], None]
 Send = Callable[[np.ndarray], Awaitable[None]]
+
+#: A sample this loud (-60 dBFS) is sound; the quieter start of a reply is cut (Piper's voice
+#: opens with 20-60 ms of near-silence, espeak-ng's with 12 ms of zeros).
+AUDIBLE = 32
+#: Kept before a reply's first audible sample, so a soft onset is not cut into.
+ONSET_KEEP_S = 0.015
+
+
+def audible_from(samples: np.ndarray, sample_rate: int) -> int | None:
+    """Where the sound in ``samples`` begins (``ONSET_KEEP_S`` before the first audible
+    sample), or None if there is none."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) >= AUDIBLE)
+    if not len(loud):
+        return None
+    return max(0, int(loud[0]) - round(ONSET_KEEP_S * sample_rate))
 
 
 class SynthesisFailed(Exception):
@@ -91,8 +109,15 @@ class _TTSNode(Node):
         first = self.conversation.first_audio.synthesizing() if not playback.knows(turn) else None
         playback.begin_sentence(turn, text)
         sent = []
+        silent_so_far = first is not None  # the reply's lead silence is cut: it delays the voice
 
         async def send(samples: np.ndarray) -> None:
+            nonlocal silent_so_far
+            if silent_so_far:
+                start = audible_from(samples, self.sample_rate)
+                if start is None:
+                    return
+                samples, silent_so_far = samples[start:], False
             sent.append(len(samples))
             self.context.mark("first_audio", turn)  # the first mark of a turn wins
             if first is not None:
