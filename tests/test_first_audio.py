@@ -6,8 +6,9 @@ import threading
 import time
 
 import pytest
-from harness import Received, run_graph
+from harness import Received, run_graph, run_node
 
+from flowvoice.conversation import Conversation
 from flowvoice.conversation.first_audio import FirstAudio
 from flowvoice.frames import UserTurn
 from flowvoice.runtime.session import NodeContext
@@ -79,3 +80,27 @@ async def test_the_llm_pauses_while_the_first_sentence_is_synthesized():
     print(f"LLM pieces while the first sentence was synthesized: {during}")
     assert len(during) <= 3, during
     assert not result.session.nodes["tts"].conversation.first_audio.pending
+
+
+@pytest.mark.anyio
+async def test_a_first_sentence_that_never_sounds_delays_the_reply_once_not_per_token():
+    async def stuck_synthesis(context: NodeContext) -> None:
+        Conversation.of(context).first_audio.synthesizing()  # never heard
+
+    asked: list[int] = []
+
+    async def ask(context: NodeContext) -> None:
+        asked.append(time.monotonic_ns())
+
+    script = [
+        stuck_synthesis,
+        ask,
+        ("prompt", UserTurn(text="Tell me about the moon.")),
+        0.5,
+    ]
+    result = await run_node("llm.llamacpp", {}, script, timeout=60)
+    pieces = [r for r in result.received["text"] if r.frame.text]
+    assert len(pieces) > 10
+    took_s = (result.received["text"][-1].t_ns - asked[0]) / 1e9
+    print(f"{len(pieces)} pieces in {took_s:.1f} s")
+    assert took_s < 10  # one pause of at most 1 s, not 1 s after every token

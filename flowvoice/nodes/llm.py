@@ -27,6 +27,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 GEMMA = "gemma3-270m"
 #: gemma3-270m with its vocabulary cut to English (flowvoice.nodes.gguf_english).
 GEMMA_EN = "gemma3-270m-en"
-#: Longest the LLM pauses for the reply's first sentence to be synthesized
+#: Longest a reply's generation pauses, in all, for its first sentence to be synthesized
 #: (flowvoice.conversation.first_audio).
 FIRST_AUDIO_WAIT_S = 1.0
 
@@ -302,6 +303,8 @@ class LlamaCpp(StreamingLLM):
                 stop=history.completion_stop(),
                 stream=True,
             )
+        first_audio = self.conversation.first_audio
+        pause_ends: float | None = None  # the reply's pause for its first audio ends then
         try:
             for chunk in stream:
                 if cancelled.is_set():
@@ -310,8 +313,9 @@ class LlamaCpp(StreamingLLM):
                 text = choice["delta"].get("content") if "delta" in choice else choice["text"]
                 if text:
                     put(text)
-                    if p.yield_to_speech and not self._model.waiting:
-                        self.conversation.first_audio.wait(FIRST_AUDIO_WAIT_S)
+                    if p.yield_to_speech and first_audio.pending and not self._model.waiting:
+                        pause_ends = pause_ends or time.monotonic() + FIRST_AUDIO_WAIT_S
+                        first_audio.wait(pause_ends - time.monotonic())
         finally:
             stream.close()
             self._memory = SavedMemory(llama)
