@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+import anyio
 import pytest
 from harness import Received, run_graph, run_node
 
 from flowvoice.conversation import Conversation
-from flowvoice.conversation.first_audio import FirstAudio
+from flowvoice.conversation.first_audio import FirstAudio, FirstSentence
 from flowvoice.frames import UserTurn
+from flowvoice.nodes import llm
 from flowvoice.runtime.session import NodeContext
 
 
@@ -104,3 +106,51 @@ async def test_a_first_sentence_that_never_sounds_delays_the_reply_once_not_per_
     took_s = (result.received["text"][-1].t_ns - asked[0]) / 1e9
     print(f"{len(pieces)} pieces in {took_s:.1f} s")
     assert took_s < 10  # one pause of at most 1 s, not 1 s after every token
+
+
+def test_wait_ends_soon_after_its_reply_is_cancelled():
+    first_audio, cancelled = FirstAudio(), threading.Event()
+    first_audio.synthesizing()
+    threading.Timer(0.05, cancelled.set).start()
+    start = time.monotonic()
+    assert not first_audio.wait(30.0, cancelled)
+    assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.anyio
+async def test_an_interrupt_stops_a_paused_reply_at_once(monkeypatch):
+    """An interrupt during the pause ends the reply then, not when the pause would end: the
+    next turn's reply starts at once."""
+    monkeypatch.setattr(llm, "FIRST_AUDIO_WAIT_S", 30.0)
+    stuck: list[FirstSentence] = []
+    interrupted_at: list[int] = []
+
+    async def stuck_synthesis(context: NodeContext) -> None:
+        stuck.append(Conversation.of(context).first_audio.synthesizing())
+
+    async def interrupt_after_first_token(context: NodeContext) -> None:
+        with anyio.fail_after(20):
+            while not ((trace := context.trace(0)) and "first_token" in trace.marks):
+                await anyio.sleep(0.005)
+        await anyio.sleep(0.2)
+        interrupted_at.append(time.monotonic_ns())
+        await context.new_turn("barge-in")
+
+    async def release_once_answered(context: NodeContext) -> None:
+        with anyio.fail_after(20):
+            while not ((trace := context.trace(1)) and "first_token" in trace.marks):
+                await anyio.sleep(0.005)
+        stuck[0].heard()
+
+    script = [
+        stuck_synthesis,
+        ("prompt", UserTurn(text="Tell me about the moon.")),
+        interrupt_after_first_token,
+        ("prompt", UserTurn(turn=1, text="What color is the sky?")),
+        release_once_answered,
+    ]
+    result = await run_node("llm.llamacpp", {}, script, timeout=60)
+    answer = next(r for r in result.received["text"] if r.frame.turn == 1 and r.frame.text)
+    took_s = (answer.t_ns - interrupted_at[0]) / 1e9
+    print(f"the next reply began {took_s:.2f} s after the interrupt")
+    assert took_s < 5.0

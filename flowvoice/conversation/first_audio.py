@@ -8,13 +8,18 @@ LLM, between tokens, waits while one is under way: the next sentence is still re
 before the first one has been played.
 
 Both sides are threads (the LLM computes on its own thread), so this is a ``threading``
-object; a wait is bounded, so a stuck synthesis never stalls the reply.
+object; a wait is bounded, so a stuck synthesis never stalls the reply, and ends soon after
+the reply is cancelled, so an interrupt is not held up by it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+
+#: How often a waiting LLM looks whether its reply was cancelled.
+CANCEL_POLL_S = 0.02
 
 
 class FirstAudio:
@@ -37,10 +42,14 @@ class FirstAudio:
             self._idle.clear()
         return FirstSentence(self._done)
 
-    def wait(self, timeout_s: float) -> bool:
-        """Blocking: return once no first sentence is being synthesized, or after
-        ``timeout_s``; whether none is."""
-        return self._idle.wait(timeout_s)
+    def wait(self, timeout_s: float, cancelled: threading.Event | None = None) -> bool:
+        """Blocking: return once no first sentence is being synthesized, after ``timeout_s``
+        or soon after ``cancelled`` is set; whether none is."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0 and not (cancelled and cancelled.is_set()):
+            if self._idle.wait(min(left, CANCEL_POLL_S)):
+                return True
+        return self._idle.is_set()
 
     def _done(self) -> None:
         with self._lock:

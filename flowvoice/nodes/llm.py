@@ -315,7 +315,7 @@ class LlamaCpp(StreamingLLM):
                     put(text)
                     if p.yield_to_speech and first_audio.pending and not self._model.waiting:
                         pause_ends = pause_ends or time.monotonic() + FIRST_AUDIO_WAIT_S
-                        first_audio.wait(pause_ends - time.monotonic())
+                        first_audio.wait(pause_ends - time.monotonic(), cancelled)
         finally:
             stream.close()
             self._memory = SavedMemory(llama)
