@@ -57,6 +57,13 @@ class Result:
         return [e for e in self.events if e["type"] == event_type]
 
 
+async def wait_for_mark(context: NodeContext, turn: int, stage: str, timeout: float = 20) -> None:
+    """Return once the latency trace of ``turn`` has ``stage`` (e.g. "first_token")."""
+    with anyio.fail_after(timeout):
+        while not ((trace := context.trace(turn)) and stage in trace.marks):
+            await anyio.sleep(0.005)
+
+
 def audio_steps(
     target: str,
     samples: np.ndarray,

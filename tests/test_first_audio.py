@@ -7,7 +7,7 @@ import time
 
 import anyio
 import pytest
-from harness import Received, run_graph, run_node
+from harness import Received, run_graph, run_node, wait_for_mark
 
 from flowvoice.conversation import Conversation
 from flowvoice.conversation.first_audio import FirstAudio, FirstSentence
@@ -129,17 +129,13 @@ async def test_an_interrupt_stops_a_paused_reply_at_once(monkeypatch):
         stuck.append(Conversation.of(context).first_audio.synthesizing())
 
     async def interrupt_after_first_token(context: NodeContext) -> None:
-        with anyio.fail_after(20):
-            while not ((trace := context.trace(0)) and "first_token" in trace.marks):
-                await anyio.sleep(0.005)
+        await wait_for_mark(context, 0, "first_token")
         await anyio.sleep(0.2)
         interrupted_at.append(time.monotonic_ns())
         await context.new_turn("barge-in")
 
     async def release_once_answered(context: NodeContext) -> None:
-        with anyio.fail_after(20):
-            while not ((trace := context.trace(1)) and "first_token" in trace.marks):
-                await anyio.sleep(0.005)
+        await wait_for_mark(context, 1, "first_token")
         stuck[0].heard()
 
     script = [

@@ -9,7 +9,7 @@ import time
 
 import anyio
 import pytest
-from harness import run_graph, run_node
+from harness import run_graph, run_node, wait_for_mark
 
 from flowvoice.frames import TextDelta, UserTurn
 from flowvoice.node import NodeSetupError
@@ -88,9 +88,7 @@ async def test_interrupt_stops_generation_promptly_and_records_the_cut_reply():
     threads_before = threading.active_count()
 
     async def interrupt_after_first_token(context) -> None:
-        with anyio.fail_after(20):
-            while not ((trace := context.trace(0)) and "first_token" in trace.marks):
-                await anyio.sleep(0.005)
+        await wait_for_mark(context, 0, "first_token")
         await anyio.sleep(0.2)
         interrupted_at.append(time.monotonic_ns())
         await context.new_turn("barge-in")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-import anyio
 import numpy as np
 import pytest
-from harness import final_texts, run_node, transcribe
+from harness import final_texts, run_node, transcribe, wait_for_mark
 from speech_audio import wer
 
 from flowvoice.frames import AudioFrame, Sentence
@@ -70,9 +69,7 @@ async def test_interrupt_stops_synthesis_promptly():
     interrupted_at: list[int] = []
 
     async def interrupt_after_first_audio(context) -> None:
-        with anyio.fail_after(20):
-            while not ((trace := context.trace(0)) and "first_audio" in trace.marks):
-                await anyio.sleep(0.005)
+        await wait_for_mark(context, 0, "first_audio")
         interrupted_at.append(time.monotonic_ns())
         await context.new_turn("barge-in")
 
