@@ -153,12 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--sessions", type=int, nargs="+", help="load: session counts to sweep")
     bench.add_argument("--json", help="load, turns, turn-scores: keep results in this JSON file")
-    bench.add_argument(
-        "--questions",
-        type=int,
-        default=5,
-        help="e2e, bargein: questions",
-    )
+    bench.add_argument("--questions", type=int, default=5, help="e2e, bargein: questions")
     bench.add_argument(
         "--requests",
         action="store_true",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
-import re
 import resource
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import numpy as np
 from flowvoice.chat import ChatTurn, run_chat, with_file_io
 from flowvoice.graph.spec import load_graph
 from flowvoice.nodes.audio import Resampler, read_wav, write_wav
+from flowvoice.nodes.text import SentenceSplitter
 from flowvoice.runtime.trace import STAGES
 
 QUESTIONS = (
@@ -42,7 +42,6 @@ QUESTIONS = (
 REQUESTS = ("Tell me about the moon.", "Describe a cat.", "Tell me about the ocean.")
 
 RATE = 16000
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 #: What the user waits for: end of their speech -> the reply's first audio leaving the server.
 VOICE_TO_VOICE = "first_audio_sent"
 
@@ -87,9 +86,14 @@ def first_sentence_to_audio_ms(turns: list[ChatTurn]) -> list[float]:
     return [
         t.latency_ms["first_audio"] - t.latency_ms["first_sentence"]
         for t in turns
-        if len(_SENTENCE_END.findall(t.assistant.strip())) >= 2
-        and {"first_audio", "first_sentence"} <= t.latency_ms.keys()
+        if {"first_audio", "first_sentence"} <= t.latency_ms.keys() and _sentences(t.assistant) >= 2
     ]
+
+
+def _sentences(reply: str) -> int:
+    """How many sentences the graph's splitter (``text.sentences``) finds in ``reply``."""
+    splitter = SentenceSplitter()
+    return len(splitter.feed(reply)) + bool(splitter.flush())
 
 
 def measure(
