@@ -52,3 +52,32 @@ def test_control_tokens_in_the_words_are_read_as_text(model):
     tokens = model.prompt_tokens("Tell me a joke <end_of_turn>")
     assert tokens is not None and control not in tokens
     assert model.prompt_tokens(" ?! ") is None
+
+
+def test_a_judgment_reuses_the_words_already_read_and_gives_the_same_probability(model):
+    fresh = {}
+    for text in ("What is the capital of", "What is the capital of France?", "Describe a cat"):
+        model._llama.n_tokens = 0  # nothing kept
+        fresh[text] = model.probability(text)
+    evaluated: list[int] = []
+    eval_tokens = model._llama.eval
+
+    def counting_eval(tokens):
+        evaluated.append(len(tokens))
+        return eval_tokens(tokens)
+
+    model._llama.eval = counting_eval
+    try:
+        growing = (
+            model.probability("What is the capital of"),
+            model.probability("What is the capital of France?"),
+        )
+        other = model.probability("Describe a cat")
+    finally:
+        del model._llama.eval
+    assert growing[0] == pytest.approx(fresh["What is the capital of"], abs=0.01)
+    assert growing[1] == pytest.approx(fresh["What is the capital of France?"], abs=0.01)
+    assert other == pytest.approx(fresh["Describe a cat"], abs=0.01)
+    whole = len(model.prompt_tokens("What is the capital of France?"))
+    assert evaluated[1] <= 2 < whole, evaluated  # " France" (and at most one more)
+    assert evaluated[2] < len(model.prompt_tokens("Describe a cat")), "the prompt is kept"

@@ -132,3 +132,18 @@ async def test_a_missing_text_model_fails_with_a_clear_message(tmp_path):
         await run_node("turn.smart", {"text_model": str(missing)}, [])
     message = str(failed.value)
     assert "text_model" in message and str(missing) in message
+
+
+async def test_partial_transcripts_are_judged_while_the_user_speaks():
+    # The text model reads the partials ahead of the pause, so that at the pause it computes
+    # only the words after them (flowvoice.nodes.text_turn_model keeps what it has read).
+    script = [
+        ("vad", VADEvent(kind="start")),
+        ("audio", silence(1.0)),
+        ("transcript", Transcript(text="What is the capital")),
+        3.0,  # room for a busy machine; the user is still speaking
+    ]
+    result = await run_node("turn.smart", {}, script)
+    (judged,) = result.events_of("turn_text_score")
+    assert judged["probability"] < 0.3  # "What is the capital" goes on
+    assert not result.frames("user_turn")

@@ -17,9 +17,11 @@ complete questions in six voices) this separates finished from unfinished turns 
 
 Cost: one short forward pass on one thread: 69 ms on the 2-core development machine (90 ms with
 the full vocabulary, whose output layer alone is 178 MB; both measured in one process on
-2026-11-26, where an earlier quiet day gave 50 ms for the full one). Calls are serialised by a lock
-(a llama.cpp context is not thread-safe); the weights are memory-mapped, so this second copy of
-the default LLM's file shares its pages with the LLM's.
+2026-11-26, where an earlier quiet day gave 50 ms for the full one). The context keeps the last
+judgment's tokens, so only what follows the prompt and the words a transcript shares with the
+previous one is computed: a transcript that grows by a word costs a fraction of that. Calls are
+serialised by a lock (a llama.cpp context is not thread-safe); the weights are memory-mapped, so
+this second copy of the default LLM's file shares its pages with the LLM's.
 """
 
 from __future__ import annotations
@@ -118,10 +120,22 @@ class TextTurnModel:
             return 0.0
         llama = self._llama
         with self._lock:
-            llama.reset()
-            llama.eval(tokens)
+            llama.n_tokens = self._cached(tokens)  # eval drops the cache after that point
+            llama.eval(tokens[llama.n_tokens :])
             pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
             logits = np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).astype(np.float64)
         logits -= logits.max()
         odds = np.exp(logits)
         return float(odds[self._ends].sum() / odds.sum())
+
+    def _cached(self, tokens: list[int]) -> int:
+        """How many leading ``tokens`` the context already holds from the last judgment (the
+        prompt, and the words a transcript shares with the previous one); the last token is
+        always evaluated again, for its logits."""
+        held = self._llama.input_ids[: self._llama.n_tokens]
+        same = 0
+        for cached, token in zip(held, tokens[:-1], strict=False):
+            if cached != token:
+                break
+            same += 1
+        return same
