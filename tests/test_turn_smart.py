@@ -98,7 +98,7 @@ def test_the_text_score_moves_the_audio_score_in_log_odds():
     from flowvoice.nodes.turn_smart import SmartTurnParams, combined, hold_ms
 
     params = SmartTurnParams()
-    assert (params.confident_p, params.unlikely_p) == (0.7, 0.005)
+    assert (params.confident_p, params.unlikely_p) == (0.6, 0.005)
     assert SmartTurnParams(text_model="").confident_p == 0.9  # calibrated for audio alone
     assert combined(0.5, 0.8, 3.0) > 0.9 and combined(0.95, 0.03, 3.0) < 0.01
     assert combined(0.42, None, 3.0) == combined(0.42, 0.9, 0.0) == 0.42

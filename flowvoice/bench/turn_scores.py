@@ -10,8 +10,9 @@ Then ``turn.smart``'s own hold rule
 (:func:`flowvoice.nodes.turn_smart.hold_ms`) is replayed over a grid of thresholds:
 
 - a hold pause is **cut off** when the turn could commit before the pause ends: the
-  policy's hold has passed, the VAD has ended the speech and the transcript is in (the
-  measured transcription and text-model times after the VAD's pause event). Each hold is
+  policy's hold has passed, the VAD has ended the speech (after the shipped default graph's
+  ``min_silence_ms``) and the transcript is in (the measured transcription and text-model
+  times after the VAD's pause event). Each hold is
   tried with every pause length of the corpus (200-900 ms): a score at ``score_after_ms``
   does not depend on how long the pause will last;
 - a complete question **commits** after its hold (after the rescore when the first score
@@ -35,6 +36,7 @@ from datetime import date
 import numpy as np
 
 from flowvoice.bench.turns_corpus import COMPLETES, HOLDS, PAUSES_MS, PROMPTS, RATE, VOICES, speak
+from flowvoice.graph.spec import load_graph
 from flowvoice.nodes.llm import GEMMA_EN
 from flowvoice.nodes.stt import Decoding, _Whisper, resolve_model
 from flowvoice.nodes.text_turn_model import TextTurnModel
@@ -114,6 +116,12 @@ def ready_ms(pause: ScoredPause, vad: VADParams) -> float:
     return max(vad.min_silence_ms, vad.pause_ms + pause.transcribe_ms + pause.text_ms)
 
 
+def shipped_vad() -> VADParams:
+    """The VAD settings of the shipped default graph, whose ``turn.smart`` is calibrated."""
+    graph = load_graph("default")
+    return next(n.params for n in graph.nodes.values() if isinstance(n.params, VADParams))
+
+
 def add_text_scores(pauses: list[ScoredPause], model: str) -> list[ScoredPause]:
     """``pauses`` with the text model's scores, for scores kept before it existed."""
     text_model = TextTurnModel.load(model)
@@ -131,10 +139,13 @@ def judged(text_model: TextTurnModel, transcript: str) -> tuple[float, float]:
     return p_text, 1000 * (time.perf_counter() - started)
 
 
-def replay(pauses: list[ScoredPause], params: SmartTurnParams) -> Outcome:
-    """``turn.smart``'s hold rule over the scored pauses with ``params``: a hold pause is cut
-    off when the turn could commit (held and ready) before the user spoke on."""
-    vad = VADParams()
+def replay(
+    pauses: list[ScoredPause], params: SmartTurnParams, vad: VADParams | None = None
+) -> Outcome:
+    """``turn.smart``'s hold rule over the scored pauses with ``params`` and the VAD's ``vad``
+    settings (default: the VAD's defaults): a hold pause is cut off when the turn could commit
+    (held and ready) before the user spoke on."""
+    vad = vad or VADParams()
 
     def text_p(p: ScoredPause) -> float | None:
         return p.p_text if params.uses_text else None
@@ -256,10 +267,11 @@ def main(
     else:
         print("Speaking, transcribing and scoring the corpus pauses (a few minutes)...", flush=True)
         pauses = score_corpus(base)
-    outcomes = [replay(pauses, params) for params in grid(base)]
+    vad = shipped_vad()
+    outcomes = [replay(pauses, params, vad) for params in grid(base)]
     audio_only = SmartTurnParams(text_model="")
-    current = [("current defaults", replay(pauses, base))]
-    current.append(("audio alone (text_model: '')", replay(pauses, audio_only)))
+    current = [("current defaults", replay(pauses, base, vad))]
+    current.append(("audio alone (text_model: '')", replay(pauses, audio_only, vad)))
     print(render(pauses, current, outcomes, markdown))
     if json_path:
         with open(json_path, "w") as f:

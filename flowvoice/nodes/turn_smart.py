@@ -1,8 +1,9 @@
 """``turn.smart``: end of turn from the audio (Smart Turn v3.2) and the transcript together.
 
-At each pause in the user's speech (``score_after_ms`` into the silence, 200 by default: the
-model's scores depend on how much silence it hears, and this is where it separates finished
-from unfinished turns best) the turn's audio up to that point is scored once by Smart Turn on a
+At each pause in the user's speech (``score_after_ms`` into the silence, 150 by default: the
+model's scores depend on how much silence it hears; at 150 ms it separates finished from
+unfinished turns as well as at 200, and its score is in before the VAD ends the speech) the
+turn's audio up to that point is scored once by Smart Turn on a
 worker thread, as soon as the pause's transcript is in (the STT computes until then; on two
 cores the two side by side slowed both): the probability that the user has finished. Each
 transcript of the turn is judged by a text model too (:mod:`flowvoice.nodes.text_turn_model`:
@@ -80,13 +81,13 @@ class SmartTurnParams(ConversationParams):
         description="Weight of the text model's log-odds added to Smart Turn's (0: audio only).",
     )
     score_after_ms: int = Field(
-        200, ge=0, le=5000, description="Silence after the end of speech at which it is scored."
+        150, ge=0, le=5000, description="Silence after the end of speech at which it is scored."
     )
     confident_p: float | None = Field(
         None,
         gt=0,
         le=1,
-        description="Combined probability at or above which the turn is finished; empty: 0.7 "
+        description="Combined probability at or above which the turn is finished; empty: 0.6 "
         "with the text model, 0.9 on audio alone.",
     )
     unlikely_p: float | None = Field(
@@ -97,7 +98,7 @@ class SmartTurnParams(ConversationParams):
         "0.005 with the text model, 0.05 on audio alone.",
     )
     confident_ms: int = Field(
-        250, ge=0, le=10000, description="Silence before committing a confidently finished turn."
+        200, ge=0, le=10000, description="Silence before committing a confidently finished turn."
     )
     unsure_ms: int = Field(900, ge=0, le=10000, description="Silence when unsure.")
     rescore_ms: int = Field(
@@ -117,7 +118,7 @@ class SmartTurnParams(ConversationParams):
     @model_validator(mode="after")
     def _ordered(self) -> SmartTurnParams:
         if self.confident_p is None:
-            self.confident_p = 0.7 if self.uses_text else 0.9
+            self.confident_p = 0.6 if self.uses_text else 0.9
         if self.unlikely_p is None:
             self.unlikely_p = 0.005 if self.uses_text else 0.05
         if not self.unlikely_p <= self.confident_p:
