@@ -24,7 +24,7 @@ EDGES = [
 async def converse(texts: list[str], gaps: list[float], turn_params: dict | None = None):
     samples, _ = conversation(texts, gap_s=gaps, lead_s=0.3, tail_s=3.5)
     nodes = {
-        "vad": ("vad.silero", {"min_silence_ms": 250}),
+        "vad": ("vad.silero", {"min_silence_ms": 200}),  # as in the default graph
         "stt": ("stt.whisper", {}),
         "turn": ("turn.smart", turn_params or {}),
     }
