@@ -12,9 +12,9 @@ Then ``turn.smart``'s own hold rule
 - a hold pause is **cut off** when the turn could commit before the pause ends: the
   policy's hold has passed, the VAD has ended the speech (after the shipped default graph's
   ``min_silence_ms``) and the transcript is in (the measured transcription and text-model
-  times after the VAD's pause event). Each hold is
-  tried with every pause length of the corpus (200-900 ms): a score at ``score_after_ms``
-  does not depend on how long the pause will last;
+  times after the VAD's pause event). Each hold is tried with every pause length of the
+  corpus (200-900 ms): a score at ``score_after_ms`` does not depend on how long the pause
+  will last;
 - a complete question **commits** after its hold (after the rescore when the first score
   was unlikely), once the VAD has ended the speech and the transcript is in.
 

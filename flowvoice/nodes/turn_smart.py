@@ -3,17 +3,17 @@
 At each pause in the user's speech (``score_after_ms`` into the silence, 150 by default: the
 model's scores depend on how much silence it hears; at 150 ms it separates finished from
 unfinished turns as well as at 200, and its score is in before the VAD ends the speech) the
-turn's audio up to that point is scored once by Smart Turn on a
-worker thread, as soon as the pause's transcript is in (the STT computes until then; on two
-cores the two side by side slowed both): the probability that the user has finished. Each
-transcript of the turn is judged by a text model too (:mod:`flowvoice.nodes.text_turn_model`:
-how likely a user message ends with these words, from the default LLM, gemma3-270m-en), the
-partial ones while the user speaks as well (when no judgment is under way): the model keeps the
-words it has read, so at the pause it computes only those after the last partial's. The two are
-combined in log-odds, the text's ``text_weight`` times (3: on synthetic speech the
-text separates finished from unfinished turns far better, AUC 0.92 against 0.72, and the audio
-breaks its ties). That combined probability and how the transcript ends give a hold time,
-measured from the end of speech, instead of a yes/no:
+turn's audio up to that point is scored once by Smart Turn on a worker thread, as soon as the
+pause's transcript is in (the STT computes until then; on two cores the two side by side
+slowed both): the probability that the user has finished. Each transcript of the turn is judged
+by a text model too (:mod:`flowvoice.nodes.text_turn_model`: how likely a user message ends
+with these words, from the default LLM, gemma3-270m-en), the partial ones while the user speaks
+as well (when no judgment is under way): the model keeps the words it has read, so at the pause
+it computes only those after the last partial's. The two are combined in log-odds, the text's
+``text_weight`` times (3: on synthetic speech the text separates finished from unfinished turns
+far better, AUC 0.92 against 0.72, and the audio breaks its ties). That combined probability
+and how the transcript ends give a hold time, measured from the end of speech, instead of a
+yes/no:
 
 - confident (``p >= confident_p``): ``confident_ms``;
 - unsure (``p >= unlikely_p``): ``unsure_ms``;
@@ -255,24 +255,23 @@ class SmartTurn(TurnDetector):
         if self._text_model is None:
             return
         texts = [self._turn_text()]
-        if self._paused and self._stable:  # the pause's transcript: the final if speech ends
-            texts.append(" ".join([*self._texts, self._stable]))
-        elif self._partial_to_judge(frame):
-            texts.append(" ".join([*self._texts, frame.text.strip()]))
+        if current := self._speech_to_judge(frame):
+            texts.append(" ".join([*self._texts, current]))
         for text in texts:
             if text and text not in self._text_scores:
                 self._text_scores[text] = None
                 self.start_soon(self._score_text, text)
 
-    def _partial_to_judge(self, frame: Frame) -> bool:
-        """Whether ``frame`` is a partial transcript to judge ahead of the pause (module docs)."""
-        return (
-            isinstance(frame, Transcript)
-            and not frame.final
-            and self._speaking
-            and not self._judging
-            and bool(frame.text.strip())
-        )
+    def _speech_to_judge(self, frame: Frame) -> str | None:
+        """The words of the speech under way to judge besides the finals: the pause's
+        transcript (the final if the speech ends there), else a partial while the user speaks
+        and no judgment is under way (module docs)."""
+        if self._paused and self._stable:
+            return self._stable
+        speaking = self._speaking and not self._judging
+        if speaking and isinstance(frame, Transcript) and not frame.final:
+            return frame.text.strip() or None
+        return None
 
     async def _score_text(self, text: str) -> None:
         """Have the text model judge the turn's transcript ``text``."""
