@@ -43,11 +43,26 @@ def test_wait_gives_up_after_its_timeout():
     assert time.monotonic() - start >= 0.04
 
 
+def test_hand_over_returns_once_the_tts_takes_up_a_first_sentence():
+    first_audio = FirstAudio()
+    threading.Timer(0.002, first_audio.synthesizing).start()
+    assert first_audio.handed_over()
+    assert first_audio.handed_over()  # still under way
+
+
+def test_hand_over_gives_up_soon_when_no_tts_takes_it_up():
+    first_audio = FirstAudio()
+    first_audio.synthesizing().heard()
+    start = time.monotonic()
+    assert not first_audio.handed_over()
+    assert time.monotonic() - start < 1.0
+
+
 @pytest.mark.anyio
 async def test_the_llm_pauses_while_the_first_sentence_is_synthesized(monkeypatch):
     """gemma3-270m answers these in two sentences. Between the second reply's first sentence
-    reaching Piper and its first audio the LLM adds at most the token it was computing
-    (without the pause it went on, slowed down, ~5-10 tokens in that time on two cores; the
+    reaching Piper and its first audio the LLM adds no token, as it waits for Piper to take
+    the sentence up first (bound 3 for a busy machine; without the pause it went on, slowed down, ~5-10 tokens in that time on two cores; the
     first reply warms Piper up: its first long sentence in a process is slow anyway). The
     pause's budget is raised so that a busy machine, where Piper may need more than the
     shipped 1 s, checks the pause and not the budget (tested below)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import anyio
 import pytest
 
@@ -14,11 +16,12 @@ from flowvoice.runtime.session import Session
 
 
 def split_streaming(text: str, **kwargs) -> tuple[list[str], str]:
-    """Feed ``text`` in small LLM-like pieces; return the sentences and the flushed tail."""
+    """Feed ``text`` in small LLM-like pieces (a run of dots in one piece, as LLMs' tokens
+    hold an ellipsis); return the sentences and the flushed tail."""
     splitter = SentenceSplitter(**kwargs)
     out: list[str] = []
-    for i in range(0, len(text), 3):
-        out += splitter.feed(text[i : i + 3])
+    for piece in re.findall(r"\.{2,}|[^.]{1,3}|\.", text):
+        out += splitter.feed(piece)
     return out, splitter.flush()
 
 
@@ -26,14 +29,19 @@ def split_streaming(text: str, **kwargs) -> tuple[list[str], str]:
     ("text", "sentences", "tail"),
     [
         ("Hello there. How are you? Fine", ["Hello there.", "How are you?"], "Fine"),
-        ("It costs 3.5 dollars. Cheap!", ["It costs 3.5 dollars."], "Cheap!"),
+        ("It costs 3.5 dollars. Cheap", ["It costs 3.5 dollars."], "Cheap"),
         ("Dr. Smith and Mrs. Jones met. Then", ["Dr. Smith and Mrs. Jones met."], "Then"),
         ("Use e.g. apples or i.e. fruit. Ok", ["Use e.g. apples or i.e. fruit."], "Ok"),
         ("J. K. Rowling wrote it. Yes", ["J. K. Rowling wrote it."], "Yes"),
         ("Wait... what happened? Nothing", ["Wait... what happened?"], "Nothing"),
         ("I see... Well then. So", ["I see...", "Well then."], "So"),
-        ('He said "stop." Then left. Ok', ['He said "stop."', "Then left."], "Ok"),
-        ("Really?! Yes.", ["Really?!"], "Yes."),
+        ("I see.", ["I see."], ""),
+        ('He said "stop" then. Ok', ['He said "stop" then.'], "Ok"),
+        # a closing quote streamed after the sentence's end is not voiced anyway
+        ('He said "stop." Then left. Ok', ['He said "stop.', "Then left."], "Ok"),
+        ("Really?! Yes", ["Really?!"], "Yes"),
+        ("It costs 3.", [], "It costs 3."),
+        ("Wait..", [], "Wait.."),
         ("Version 2.0 is out", [], "Version 2.0 is out"),
     ],
 )
@@ -43,8 +51,22 @@ def test_splits_at_sentence_ends_only(text, sentences, tail):
 
 def test_each_sentence_is_emitted_as_soon_as_it_ends():
     splitter = SentenceSplitter()
-    assert splitter.feed("The capital of France is Paris.") == []  # could be "Paris.com"
-    assert splitter.feed(" It") == ["The capital of France is Paris."]
+    assert splitter.feed("The capital of France is Paris") == []
+    assert splitter.feed(".") == ["The capital of France is Paris."]  # not one token later
+    assert splitter.feed(" Is it") == []
+    assert splitter.feed("?") == ["Is it?"]
+    assert splitter.feed(" It costs 3.") == []  # maybe 3.5
+    assert splitter.feed("5 euros.") == ["It costs 3.5 euros."]
+    assert splitter.flush() == ""
+
+
+def test_what_carries_on_a_sentence_cut_at_its_end_is_dropped():
+    splitter = SentenceSplitter()
+    assert splitter.feed("Wait.") == ["Wait."]
+    assert splitter.feed("..") == []  # "Wait..." streamed as "Wait." + ".."
+    assert splitter.feed(' What?"') == ['What?"']
+    assert splitter.feed(" Go") == []
+    assert splitter.flush() == "Go"
 
 
 def test_first_clause_early_only_for_the_first_sentence():
@@ -75,9 +97,9 @@ def test_one_word_longer_than_max_chars_is_cut_hard():
 def test_a_sentence_end_comes_before_max_chars():
     pieces, tail = split_streaming("Short one. " + "word " * 20, max_chars=30)
     assert pieces[0] == "Short one." and all(p.startswith("word") for p in pieces[1:])
-    assert split_streaming("Exactly thirty characters, ok.", max_chars=30) == (
+    assert split_streaming("Exactly thirty characters, ok,", max_chars=30) == (
         [],
-        "Exactly thirty characters, ok.",
+        "Exactly thirty characters, ok,",
     )
 
 

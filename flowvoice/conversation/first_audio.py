@@ -5,7 +5,9 @@ sentence is synthesized: measured on two cores, Piper took 245 instead of 87 ms 
 sentence while gemma3-270m generated beside it, and the tokens were no slower for it. The TTS
 marks the synthesis of a turn's first sentence (until its first audio), and an in-process
 LLM, between tokens, waits while one is under way: the next sentence is still ready long
-before the first one has been played.
+before the first one has been played. A token that ends the reply's first sentence is handed
+to the TTS through the event loop, so there the LLM first waits (``HANDOFF_S`` at most) for the
+synthesis to begin: its next token would otherwise be computed beside it.
 
 Both sides are threads (the LLM computes on its own thread), so this is a ``threading``
 object; a wait is bounded, so a stuck synthesis never stalls the reply, and ends soon after
@@ -20,6 +22,8 @@ from collections.abc import Callable
 
 #: How often a waiting LLM looks whether its reply was cancelled.
 CANCEL_POLL_S = 0.02
+#: How long an LLM that ended its first sentence waits for the TTS to take it up.
+HANDOFF_S = 0.02
 
 
 class FirstAudio:
@@ -30,6 +34,7 @@ class FirstAudio:
         self._synthesizing = 0
         self._idle = threading.Event()
         self._idle.set()
+        self._busy = threading.Event()  # the complement of _idle
 
     @property
     def pending(self) -> bool:
@@ -40,7 +45,13 @@ class FirstAudio:
         with self._lock:
             self._synthesizing += 1
             self._idle.clear()
+            self._busy.set()
         return FirstSentence(self._done)
+
+    def handed_over(self) -> bool:
+        """Blocking: return once a first sentence is being synthesized, or after
+        ``HANDOFF_S``; whether one is."""
+        return self._busy.wait(HANDOFF_S)
 
     def wait(self, timeout_s: float, cancelled: threading.Event | None = None) -> bool:
         """Blocking: return once no first sentence is being synthesized, after ``timeout_s``
@@ -55,6 +66,7 @@ class FirstAudio:
         with self._lock:
             self._synthesizing -= 1
             if not self._synthesizing:
+                self._busy.clear()
                 self._idle.set()
 
 

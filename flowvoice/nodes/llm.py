@@ -25,6 +25,7 @@ import atexit
 import logging
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -54,6 +55,8 @@ GEMMA_EN = "gemma3-270m-en"
 #: Longest a reply's generation pauses, in all, for its first sentence to be synthesized
 #: (flowvoice.conversation.first_audio).
 FIRST_AUDIO_WAIT_S = 1.0
+#: A token that ends a sentence (the splitter emits the sentence with it).
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s*$")
 
 
 def cache_dir() -> Path:
@@ -305,6 +308,7 @@ class LlamaCpp(StreamingLLM):
             )
         first_audio = self.conversation.first_audio
         pause_ends: float | None = None  # the reply's pause for its first audio ends then
+        handoff_waited = False  # for the TTS to take up the reply's first sentence
         try:
             for chunk in stream:
                 if cancelled.is_set():
@@ -313,7 +317,12 @@ class LlamaCpp(StreamingLLM):
                 text = choice["delta"].get("content") if "delta" in choice else choice["text"]
                 if text:
                     put(text)
-                    if p.yield_to_speech and first_audio.pending and not self._model.waiting:
+                    if not p.yield_to_speech or self._model.waiting:
+                        continue
+                    if not handoff_waited and SENTENCE_END.search(text):
+                        handoff_waited = True
+                        first_audio.handed_over()
+                    if first_audio.pending:
                         pause_ends = pause_ends or time.monotonic() + FIRST_AUDIO_WAIT_S
                         first_audio.wait(pause_ends - time.monotonic(), cancelled)
         finally:

@@ -39,6 +39,11 @@ ABBREVIATIONS = frozenset(
 # A candidate end: terminal punctuation (runs like "?!" or "..."), optional closing quotes or
 # brackets, then whitespace. The whitespace is required so "3.5" and "e.g." mid-token wait.
 _END = re.compile(r"([.!?]+)([\"')\]]*)\s+")
+# The same at the very end of the text so far: a sentence that ends there is spoken without
+# waiting for the next token (on a CPU one token of the LLM is ~15 ms) unless it may go on.
+_END_NOW = re.compile(r"([.!?]+)([\"')\]]*)$")
+# What the next text may carry on of a sentence already cut at its end: "..." sent as "." + "..".
+_CARRIED_ON = re.compile(r"^[.!?\"')\]]+")
 _CLAUSE = re.compile(r"[,;:\u2014]\s+|\s[-\u2013]\s")
 _LAST_SPACE = re.compile(r"\S\s+(\S*)$")  # group 1: the (maybe unfinished) last word
 
@@ -52,9 +57,13 @@ class SentenceSplitter:
         self.max_chars = max_chars
         self._buffer = ""
         self._emitted = 0
+        self._cut_at_end = False  # the last sentence was cut where the text ended
 
     def feed(self, text: str) -> list[str]:
         self._buffer += text
+        if self._cut_at_end and self._buffer:
+            self._buffer = _CARRIED_ON.sub("", self._buffer)
+            self._cut_at_end = not self._buffer
         out: list[str] = []
         while (sentence := self._next()) is not None:
             out.append(sentence)
@@ -63,6 +72,7 @@ class SentenceSplitter:
     def flush(self) -> str:
         """The unfinished tail (end of the reply), and reset for the next reply."""
         tail, self._buffer, self._emitted = self._buffer.strip(), "", 0
+        self._cut_at_end = False
         return tail
 
     def _next(self) -> str | None:
@@ -71,6 +81,9 @@ class SentenceSplitter:
             candidate = self._buffer[: match.start(2) + len(match.group(2))].strip()
             if self._is_boundary(candidate, match.group(1), self._buffer[cut:]):
                 return self._take(cut, candidate)
+        if (end := _END_NOW.search(self._buffer)) and self._ends_now(end):
+            self._cut_at_end = True
+            return self._take(len(self._buffer), self._buffer.strip())
         if self._emitted == 0 and self.first_clause_words:
             for match in _CLAUSE.finditer(self._buffer):
                 clause = self._buffer[: match.start() + 1].strip()
@@ -87,6 +100,14 @@ class SentenceSplitter:
         self._buffer = self._buffer[cut:]
         self._emitted += 1
         return sentence
+
+    def _ends_now(self, end: re.Match[str]) -> bool:
+        """Whether the text so far ends a sentence whatever comes next: not "3." (3.5), and
+        not a run of dots that may grow into an ellipsis."""
+        before = self._buffer[: end.start()]
+        if end.group(1) == "." and before[-1:].isdigit():
+            return False
+        return self._is_boundary(self._buffer.strip(), end.group(1), "")
 
     def _is_boundary(self, candidate: str, punct: str, rest: str) -> bool:
         if len(candidate) < self.min_chars:
@@ -119,7 +140,11 @@ class SentencesParams(NodeParams):
 class Sentences(Node):
     """Splits streamed reply text into sentences, emitting each as soon as it ends.
 
-    Handles abbreviations (Dr., e.g.), decimals (3.5), initials and ellipses; text that runs
+    A sentence whose end is the last text so far is emitted then, not one token later, unless
+    it may go on ("3." may be 3.5; a run of dots may grow into an ellipsis); the dots or a
+    closing quote that then follow are dropped. The cost: "example.com" streamed as "example."
+    + "com" is spoken in two pieces. Handles abbreviations (Dr., e.g.), decimals (3.5),
+    initials and ellipses; text that runs
     past ``max_chars`` without a sentence end is emitted in pieces broken at a space, so a
     rambling reply is spoken as it streams. Flushes the tail when the reply ends, marking the
     last sentence ``final`` (an empty final sentence when nothing is left, so downstream
