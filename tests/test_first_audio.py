@@ -62,10 +62,11 @@ def test_hand_over_gives_up_soon_when_no_tts_takes_it_up():
 async def test_the_llm_pauses_while_the_first_sentence_is_synthesized(monkeypatch):
     """gemma3-270m answers these in two sentences. Between the second reply's first sentence
     reaching Piper and its first audio the LLM adds no token, as it waits for Piper to take
-    the sentence up first (bound 3 for a busy machine; without the pause it went on, slowed down, ~5-10 tokens in that time on two cores; the
-    first reply warms Piper up: its first long sentence in a process is slow anyway). The
-    pause's budget is raised so that a busy machine, where Piper may need more than the
-    shipped 1 s, checks the pause and not the budget (tested below)."""
+    the sentence up first (bound 3 for a busy machine; without the pause it went on, slowed
+    down, ~5-10 tokens in that time on two cores; the first reply warms Piper up: its first
+    long sentence in a process is slow anyway). The pause's budget is raised so that a busy
+    machine, where Piper may need more than the shipped 1 s, checks the pause and not the
+    budget (tested below)."""
     monkeypatch.setattr("flowvoice.nodes.llm.FIRST_AUDIO_WAIT_S", 10.0)
     nodes = {
         "llm": ("llm.llamacpp", {}),
