@@ -43,10 +43,13 @@ def test_wait_gives_up_after_its_timeout():
     assert time.monotonic() - start >= 0.04
 
 
-def test_hand_over_returns_once_the_tts_takes_up_a_first_sentence():
+def test_hand_over_returns_once_the_tts_takes_up_a_first_sentence(monkeypatch):
+    monkeypatch.setattr("flowvoice.conversation.first_audio.HANDOFF_S", 10.0)
     first_audio = FirstAudio()
-    threading.Timer(0.002, first_audio.synthesizing).start()
+    threading.Timer(0.05, first_audio.synthesizing).start()
+    start = time.monotonic()
     assert first_audio.handed_over()
+    assert time.monotonic() - start < 5.0  # at the synthesis, not at the 10 s bound
     assert first_audio.handed_over()  # still under way
 
 
