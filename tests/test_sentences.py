@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import anyio
@@ -151,3 +152,20 @@ def test_node_max_chars_param():
         ("42.5 today, I", False),
         ("think", True),
     ]
+
+
+def test_random_token_streams_lose_no_word():
+    """Fuzz: replies streamed in random LLM-like tokens (full stops, ellipses, quotes, numbers,
+    abbreviations) come out as non-empty sentences holding every word and digit in order; only
+    punctuation after a sentence cut at its end may be dropped."""
+    tokens = [" The", " dog", ".", "..", "...", "?", "!", '"', ")", " 3", ".", "5", " Dr", " e",
+              ".g", " a", ",", " Paris", ".com", "\n", " ", " It", "?!", " yes"]  # fmt: skip
+    rng = random.Random(12)
+    for _ in range(300):
+        stream = [rng.choice(tokens) for _ in range(rng.randint(1, 40))]
+        splitter = SentenceSplitter(first_clause_words=rng.choice([0, 3]))
+        out = [s for piece in stream for s in splitter.feed(piece)]
+        tail = splitter.flush()
+        assert all(s.strip() for s in out), (stream, out)
+        words = re.findall(r"\w+", "".join(stream))
+        assert re.findall(r"\w+", " ".join([*out, tail])) == words, (stream, out, tail)

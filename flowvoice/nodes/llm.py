@@ -25,7 +25,6 @@ import atexit
 import logging
 import os
 import queue
-import re
 import tempfile
 import threading
 import time
@@ -45,6 +44,7 @@ from flowvoice.nodes._deps import require
 from flowvoice.nodes.chat_history import ChatHistory
 from flowvoice.nodes.llama_memory import SavedMemory
 from flowvoice.nodes.llm_base import Emit, LLMParams, ReplyFailed, StreamingLLM
+from flowvoice.nodes.text import may_end_sentence
 from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,6 @@ GEMMA_EN = "gemma3-270m-en"
 #: Longest a reply's generation pauses, in all, for its first sentence to be synthesized
 #: (flowvoice.conversation.first_audio).
 FIRST_AUDIO_WAIT_S = 1.0
-#: A token that ends a sentence (the splitter emits the sentence with it).
-SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s*$")
 
 
 def cache_dir() -> Path:
@@ -319,7 +317,7 @@ class LlamaCpp(StreamingLLM):
                     put(text)
                     if not p.yield_to_speech or self._model.waiting:
                         continue
-                    if not handoff_waited and SENTENCE_END.search(text):
+                    if not handoff_waited and may_end_sentence(text):
                         handoff_waited = True
                         first_audio.handed_over()
                     if first_audio.pending:

@@ -48,6 +48,12 @@ _CLAUSE = re.compile(r"[,;:\u2014]\s+|\s[-\u2013]\s")
 _LAST_SPACE = re.compile(r"\S\s+(\S*)$")  # group 1: the (maybe unfinished) last word
 
 
+def may_end_sentence(piece: str) -> bool:
+    """Whether a streamed ``piece`` of text ends with a sentence's end (so the splitter may
+    emit a sentence with it)."""
+    return _END_NOW.search(piece.rstrip()) is not None
+
+
 class SentenceSplitter:
     """Incremental splitter: ``feed`` text, get back the sentences completed so far."""
 
@@ -144,11 +150,10 @@ class Sentences(Node):
     it may go on ("3." may be 3.5; a run of dots may grow into an ellipsis); the dots or a
     closing quote that then follow are dropped. The cost: "example.com" streamed as "example."
     + "com" is spoken in two pieces. Handles abbreviations (Dr., e.g.), decimals (3.5),
-    initials and ellipses; text that runs
-    past ``max_chars`` without a sentence end is emitted in pieces broken at a space, so a
-    rambling reply is spoken as it streams. Flushes the tail when the reply ends, marking the
-    last sentence ``final`` (an empty final sentence when nothing is left, so downstream
-    nodes always see the end of a reply).
+    initials and ellipses; text that runs past ``max_chars`` without a sentence end is emitted
+    in pieces broken at a space, so a rambling reply is spoken as it streams. Flushes the tail
+    when the reply ends, marking the last sentence ``final`` (an empty final sentence when
+    nothing is left, so downstream nodes always see the end of a reply).
     """
 
     inputs = {"text": Port(TextDelta)}
