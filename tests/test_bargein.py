@@ -117,15 +117,19 @@ def test_a_backchannel_during_the_reply_neither_interrupts_nor_becomes_a_turn(
     tmp_path, slow_voice_graph, said, voice
 ):
     """One word beyond the backchannels would interrupt (no stricter start): Piper's hummed
-    "mm hm" must be heard as one, not as a word ("Amen", "MMDHM")."""
-    samples = speak(said) if voice == "espeak" else corpus_speak(said, Voice("joe", "piper"))
+    "mm hm" must be heard as one, not as a word ("Amen", "MMDHM"). Piper's synthesis is
+    random and about 1 in 10 of its "mm hm" draws reads as words even so ("Mm-hmm, they
+    chant."; flowvoice bench backchannels): the clip is one fixed draw (seed 0)."""
+    joe = Voice("joe", "piper")
+    samples = speak(said) if voice == "espeak" else corpus_speak(said, joe, seed=0)
     script = [
         {"wav": wav(tmp_path, "q", speak(QUESTION))},
         {"wav": wav(tmp_path, "backchannel", samples), "assistant_s": 0.5},
     ]
     graph = with_turn_params(slow_voice_graph, barge_in_strict_s=0.0)
     result = converse(scripted(graph, script))
-    assert not events(result, "barge_in") and not events(result, "interrupt")
+    heard = [e for e in result.events if e["type"] not in ("assistant_text", "metrics")]
+    assert not events(result, "barge_in") and not events(result, "interrupt"), heard
     voice_states = [e["type"] for e in result.events if e["type"].startswith("voice_")]
     assert voice_states == ["voice_paused", "voice_resumed"], "paused, then resumed"
     (turn,) = result.turns

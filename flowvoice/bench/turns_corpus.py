@@ -285,11 +285,18 @@ def _evenly(segments: list[Segment], quota: int, size: int) -> list[Segment]:
 # -- audio -------------------------------------------------------------------------------------
 
 
-def speak(text: str, voice: Voice) -> np.ndarray:
-    """``text`` spoken by ``voice`` at 16 kHz, leading and trailing silence trimmed."""
+def speak(text: str, voice: Voice, seed: int | None = None) -> np.ndarray:
+    """``text`` spoken by ``voice`` at 16 kHz, leading and trailing silence trimmed.
+
+    Piper's synthesis draws random noise, so each call sounds a little different; with
+    ``seed`` it draws from a generator seeded for this call alone (the same clip every time,
+    whatever was synthesized before), at the cost of loading the voice again (~0.3 s)."""
     if text.startswith("noise:"):
         return noise(text.removeprefix("noise:"))
-    samples, rate = _piper(text, voice) if voice.engine == "piper" else _espeak(text, voice)
+    if voice.engine == "piper":
+        samples, rate = _piper(text, voice, seed)
+    else:
+        samples, rate = _espeak(text, voice)
     if rate != RATE:
         samples = Resampler(rate, RATE)(samples, last=True)
     return trim(samples)
@@ -305,8 +312,7 @@ def _espeak(text: str, voice: Voice) -> tuple[np.ndarray, int]:
         return read_wav(path)
 
 
-@cache
-def _piper_voice():  # noqa: ANN202 (piper.PiperVoice, imported lazily)
+def _load_piper_voice():  # noqa: ANN202 (piper.PiperVoice, imported lazily)
     from piper import PiperVoice
 
     from flowvoice.nodes.tts import JOE, resolve_voice
@@ -315,10 +321,22 @@ def _piper_voice():  # noqa: ANN202 (piper.PiperVoice, imported lazily)
     return PiperVoice.load(model, config)
 
 
-def _piper(text: str, voice: Voice) -> tuple[np.ndarray, int]:
+_piper_voice = cache(_load_piper_voice)
+
+
+def _seeded_piper_voice(seed: int):  # noqa: ANN202
+    """A fresh voice whose noise generator starts from ``seed`` (onnxruntime seeds a
+    session's random operators when it is created)."""
+    import onnxruntime
+
+    onnxruntime.set_seed(seed)
+    return _load_piper_voice()
+
+
+def _piper(text: str, voice: Voice, seed: int | None = None) -> tuple[np.ndarray, int]:
     from piper import SynthesisConfig
 
-    piper = _piper_voice()
+    piper = _piper_voice() if seed is None else _seeded_piper_voice(seed)
     config = SynthesisConfig(length_scale=voice.length_scale)
     chunks = [c.audio_int16_array for c in piper.synthesize(text, config)]
     return np.concatenate(chunks), piper.config.sample_rate
