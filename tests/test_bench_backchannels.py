@@ -9,13 +9,16 @@ from flowvoice.bench.turns_corpus import Voice
 
 
 @pytest.mark.parametrize(
-    "text", ["", "Mm-hmm.", "Yeah, yeah.", "Uh-huh, I see.", "MMM.", "Mm-h-n.", "M-H-M"]
+    "text",
+    ["", "Mm-hmm.", "Yeah, yeah.", "Uh-huh, I see.", "MMM.", "Mm-h-n.", "M-H-M", "Mm-h and Mm-h."],
 )
 def test_backchannels_and_nothing_are_taken_for_a_backchannel(text):
     assert heard_as_backchannel(text)
 
 
-@pytest.mark.parametrize("text", ["Amen.", "Stop.", "No.", "yeah but what about Rome"])
+@pytest.mark.parametrize(
+    "text", ["Amen.", "Stop.", "No.", "yeah but what about Rome", "And then what?"]
+)
 def test_words_and_interrupt_words_are_not(text):
     assert not heard_as_backchannel(text)
 

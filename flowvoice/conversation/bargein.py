@@ -29,6 +29,9 @@ DEFAULT_BACKCHANNELS = [
     *["uh huh", "mm", "mmm", "hm", "hmm", "mhm", "mm hm", "mm hmm", "i see", "got it"],
     *["cool", "nice", "wow", "oh", "ah", "uh", "um", "er", "great", "true", "exactly"],
     *["indeed", "really", "go on", "of course"],
+    # Continuers: "and?", "and then?" ask the speaker to go on; Whisper also joins a hummed
+    # "mm hm mm hm" with them ("Mm-h and Mm-h.", "Mm-h and then.").
+    *["and", "and then"],
 ]
 #: Said while the assistant speaks, they mean "stop talking": they interrupt at once.
 DEFAULT_INTERRUPT_WORDS = ["wait", "stop", "no", "hold on", "hang on", "sorry", "excuse me"]

@@ -481,6 +481,13 @@ class _Utterance:
         return self.speech_end + int(TAIL_S * RATE)
 
 
+def with_silence_after(audio: np.ndarray) -> np.ndarray:
+    """``audio`` then TAIL_S of silence, as a final has. Cut off mid-sound, a clip reads as
+    words Whisper imagines going on more often: of 86 hums cut at 60 % and 80 % (``flowvoice
+    bench backchannels``' clips, backchannel prompt), 20 read as words bare, 13 padded."""
+    return np.concatenate([audio, np.zeros(int(TAIL_S * RATE), np.int16)])
+
+
 #: ``on_text(text so far)``: called as a transcription's text grows.
 OnText = Callable[[str], Awaitable[None]]
 
@@ -557,8 +564,7 @@ class UtteranceSTT(Node):
             if early is None or early.started or self._timeline.end < early.position:
                 continue
             early.started = True
-            audio = self._audio(utterance, early.position)
-            audio = np.concatenate([audio, np.zeros(int(TAIL_S * RATE), np.int16)])
+            audio = with_silence_after(self._audio(utterance, early.position))
             self.start_soon(self._early_transcript, utterance, early, audio)
 
     async def _early_transcript(self, utterance: _Utterance, early: _Early, audio: np.ndarray):
@@ -595,6 +601,8 @@ class UtteranceSTT(Node):
             self._partial_busy = True
             self._last_partial = self._timeline.end
             audio = self._audio(self._current, self._timeline.end)
+            if self._current.over_reply:  # barge-in goes by its words: no imagined ones
+                audio = with_silence_after(audio)
             self.start_soon(self._partial, self._current, audio)
 
     def _audio(self, utterance: _Utterance, end: int) -> np.ndarray:
