@@ -57,11 +57,11 @@ def test_corpus_has_60_utterances_over_every_category_and_voice():
     assert {u.kind for u in holds} == {"continuation", "filler", "comma", "number"}
     assert all(len(u.parts) == 2 and 200 <= u.pause_ms <= 900 for u in holds)
     assert {u.kind for u in utterances if u.category == "c"} == {"backchannel", "noise"}
-    # Every c/d utterance follows a question and waits for its reply to play 1-2 s.
+    # Every c/d utterance follows a question and waits for its reply to play 0.6-1.4 s.
     for segment in corpus.segments:
         if segment.category in "cd":
             asked, said = segment.utterances
-            assert asked.category == "b" and 1.0 <= said.assistant_s <= 2.0
+            assert asked.category == "b" and 0.6 <= said.assistant_s <= 1.4
         else:
             assert len(segment.utterances) == 1
 

@@ -14,7 +14,7 @@ turn policy (the graph's turn node swapped), all in one run:
   **decision** (``turn_decided``: its wait has passed) is shown too, and how many hold
   utterances it decided in a pause;
 - **false barge-ins**: backchannels ("yeah", "mm hm", ...), coughs and noise bursts spoken
-  once the reply has played 1-2 s that interrupted it (a ``barge_in`` event);
+  once the reply has played 0.6-1.4 s that interrupted it (a ``barge_in`` event);
 - **missed barge-ins**: real interruptions ("stop, what is two plus two") that did not;
 - **voice-to-voice** on complete turns: end of speech -> the reply's first audio sent.
 
@@ -66,7 +66,7 @@ DEFAULT_POLICIES = (
 )
 #: Replies capped so the pause before the next utterance can outlast them.
 REPLY_TOKENS = 24
-#: Replies spoken this much slower, so a 1-2 s wait leaves some to talk over.
+#: Replies spoken this much slower, so a wait of up to 1.4 s leaves some to talk over.
 REPLY_LENGTH_SCALE = 1.6
 #: Silence before each a/b utterance (after the previous one): the reply must be over by then.
 GAP_S = 9.0
@@ -452,7 +452,7 @@ def graph_for_bench(graph_path: str, overrides: Iterable[str] = ()) -> LoadedGra
     """The graph with replies fit for talking over and waiting out: at most
     :data:`REPLY_TOKENS` tokens (an ``llm`` node with ``max_tokens``), spoken slower
     (:data:`REPLY_LENGTH_SCALE`, a ``tts`` node with ``length_scale``: the small model often
-    answers in one short sentence, over before a backchannel 1-2 s in); ``overrides`` last."""
+    answers in one short sentence, over before a backchannel 2 s in); ``overrides`` last."""
     graph = load_graph(graph_path, list(overrides))
     bench: list[str] = []
     for node, key, value in (

@@ -161,7 +161,7 @@ BARGE_INS = (
 )
 
 #: How long the reply plays before a c/d utterance is spoken (s), cycled.
-ASSISTANT_S = (1.0, 1.5, 2.0, 1.2, 1.8)
+ASSISTANT_S = (0.6, 1.0, 1.4, 0.8, 1.2)
 
 
 @dataclass(frozen=True)
