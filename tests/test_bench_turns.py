@@ -85,9 +85,9 @@ def test_noise_bursts_last_200_to_400_ms_and_trim_drops_silence():
 
 def test_a_seeded_piper_clip_is_the_same_whatever_was_synthesized_before():
     joe = next(v for v in VOICES if v.engine == "piper")
-    first = speak("mm hm", joe, seed=0)
-    speak("mm hm", joe)  # an unseeded draw in between moves the shared voice's generator
-    assert np.array_equal(speak("mm hm", joe, seed=0), first)
+    first = speak("mm hm", joe)
+    speak("mm hm", joe, seed=None)  # a random draw in between moves the shared voice's generator
+    assert np.array_equal(speak("mm hm", joe), first)
     other = speak("mm hm", joe, seed=1)
     assert len(other) != len(first) or not np.array_equal(other, first)
 

@@ -90,7 +90,7 @@ def score_corpus(params: SmartTurnParams, progress: bool = True) -> list[ScoredP
     lead = np.zeros(int(PREROLL_S * RATE), np.int16)
     out = []
     for n, ((kind, text), voice) in enumerate(itertools.product(items, VOICES), 1):
-        speech = speak(text, voice, seed=0)  # the same clip every run
+        speech = speak(text, voice)
         started = time.perf_counter()
         transcript = whisper.transcribe(speech, Decoding(language="en"))
         elapsed = 1000 * (time.perf_counter() - started)

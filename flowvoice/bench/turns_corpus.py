@@ -285,12 +285,13 @@ def _evenly(segments: list[Segment], quota: int, size: int) -> list[Segment]:
 # -- audio -------------------------------------------------------------------------------------
 
 
-def speak(text: str, voice: Voice, seed: int | None = None) -> np.ndarray:
+def speak(text: str, voice: Voice, seed: int | None = 0) -> np.ndarray:
     """``text`` spoken by ``voice`` at 16 kHz, leading and trailing silence trimmed.
 
-    Piper's synthesis draws random noise, so each call sounds a little different; with
-    ``seed`` it draws from a generator seeded for this call alone (the same clip every time,
-    whatever was synthesized before), at the cost of loading the voice again (~0.3 s)."""
+    Piper's synthesis draws random noise; it draws from a generator seeded with ``seed`` for
+    this call alone, so a benchmark hears the same clip every run whatever was synthesized
+    before, at the cost of loading the voice again (~0.3 s). ``seed=None``: a new random draw
+    from one shared voice."""
     if text.startswith("noise:"):
         return noise(text.removeprefix("noise:"))
     if voice.engine == "piper":
@@ -333,7 +334,7 @@ def _seeded_piper_voice(seed: int):  # noqa: ANN202
     return _load_piper_voice()
 
 
-def _piper(text: str, voice: Voice, seed: int | None = None) -> tuple[np.ndarray, int]:
+def _piper(text: str, voice: Voice, seed: int | None) -> tuple[np.ndarray, int]:
     from piper import SynthesisConfig
 
     piper = _piper_voice() if seed is None else _seeded_piper_voice(seed)
@@ -402,7 +403,7 @@ def render(utterance: Utterance) -> Clip:
             pauses.append((offset, offset + len(gap)))
             pieces.append(gap)
             offset += len(gap)
-        audio = speak(part, utterance.voice, seed=0)  # the same clip every run
+        audio = speak(part, utterance.voice)
         pieces.append(audio)
         offset += len(audio)
     return Clip(np.concatenate(pieces), tuple(pauses))
