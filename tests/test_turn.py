@@ -218,3 +218,25 @@ async def test_a_stretched_wait_ends_as_soon_as_the_held_reply_is_ready():
     decided = result.events_of("turn_decided")
     assert len(decided) == 2 and all(d["after_ms"] >= 300 for d in decided), decided
     assert 300 <= second.latencies_ms()["turn_decided"] <= second.latencies_ms()["turn_committed"]
+
+
+async def test_a_held_reply_is_released_the_moment_its_first_audio_exists():
+    # Stretched towards the first reply's ~1 s, the second turn's wait ends when its held
+    # reply's first audio is produced (the turn node wakes on it; it used to look every 20 ms).
+    committed_then: list[bool] = []
+
+    async def first_audio(context):
+        Conversation.of(context).playback.add_audio(context.turn, 0.1)
+
+    async def committed(context):
+        committed_then.append(Conversation.of(context).is_committed(context.turn))
+
+    script = chain(
+        paused_utterance("What time is it?", None),
+        [1.0, first_audio, 0.5],
+        paused_utterance("And the date?", None),
+        [0.4575, first_audio, 0.005, committed, 1.0],  # off the old 20 ms polls
+    )
+    result = await run_node("turn.dynamic", {"speculate": True, "min_wait_ms": 300}, script)
+    assert [t.text for t in result.frames("user_turn")] == ["What time is it?", "And the date?"]
+    assert committed_then == [True], "still held 5 ms after its first audio"

@@ -9,6 +9,7 @@ sentence being played) so the chat history keeps only what the user heard.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: Client reports this close to the sent duration count as everything played.
@@ -57,6 +58,12 @@ class PlaybackLedger:
         self._turns: dict[int, TurnPlayback] = {}
         self._keep = keep
         self._paused_at: float | None = None
+        self._first_audio_listeners: list[Callable[[int], None]] = []
+
+    def on_first_audio(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(turn)`` when a turn's first audio is produced (a turn node waiting
+        to release a held reply wakes up)."""
+        self._first_audio_listeners.append(listener)
 
     def pause(self) -> None:
         """The speaker holds its audio: estimated playback stops advancing."""
@@ -98,6 +105,8 @@ class PlaybackLedger:
         entry.sentences[-1].seconds += seconds
         if entry.first_audio_at is None:
             entry.first_audio_at = time.monotonic()
+            for listener in self._first_audio_listeners:
+                listener(turn)
 
     def sent(self, turn: int, seconds: float) -> None:
         """A sink sent ``seconds`` of the turn's audio to the listener."""

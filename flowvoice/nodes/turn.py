@@ -29,9 +29,6 @@ from flowvoice.frames import Frame, Transcript, UserTurn, VADEvent
 from flowvoice.graph.registry import register
 from flowvoice.node import Node, Port
 
-#: While a stretched wait runs, how often to look whether the held reply is ready.
-READY_POLL_S = 0.02
-
 
 class ConversationParams(BargeInParams, SpeculationParams):
     """Barge-in and speculation settings shared by the turn nodes."""
@@ -53,6 +50,8 @@ class TurnDetector(Node):
         conversation = Conversation.of(self.context)
         self.control = conversation.control
         self.control.on_request(lambda: self._changed.set())
+        # a held reply's first audio ends a wait stretched for it
+        conversation.playback.on_first_audio(lambda _: self._changed.set())
         self.barge_in = BargeIn(conversation, self.params)
         self.speculation = Speculation(conversation) if self.params.speculate else None
         self._texts: list[str] = []
@@ -64,7 +63,6 @@ class TurnDetector(Node):
         self._end: VADEvent | None = None
         self._final: Transcript | None = None
         self._changed = anyio.Event()
-        self._stretched = False  # the wait is stretched until the held reply is ready
         self._decided_ns: int | None = None  # when turn_decided was published for the turn
 
     def wait_ms(self, text: str) -> int:
@@ -143,7 +141,6 @@ class TurnDetector(Node):
         wait = base = self.control.wait_ms(self.wait_ms(self._texts[-1] if self._texts else ""))
         if self.speculation is not None:
             wait = self.speculation.wait_ms(base, self.control.wait_ms(self.max_wait_ms()))
-        self._stretched = wait > base
         end = self._end.t_ns
         return end + int(base * 1_000_000), end + int(wait * 1_000_000)
 
@@ -195,8 +192,6 @@ class TurnDetector(Node):
                 continue
             delay = (due - time.monotonic_ns()) / 1e9
             if delay > 0:
-                if self._stretched and due == deadline:
-                    delay = min(delay, READY_POLL_S)
                 with anyio.move_on_after(delay):
                     await self._changed.wait()
                 continue  # the next pass commits once the due time has come
