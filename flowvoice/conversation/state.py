@@ -1,5 +1,6 @@
 """One session's conversation state: playback ledger, voice gate, held speculative turns, the
-first sentence under synthesis and what a client decided (turn control, instructions)."""
+first sentence under synthesis, the pause being scored and what a client decided (turn
+control, instructions)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import anyio
 from flowvoice.conversation.control import TurnControl
 from flowvoice.conversation.first_audio import FirstAudio
 from flowvoice.conversation.playback import PlaybackLedger
+from flowvoice.conversation.turn_scoring import TurnScoring
 from flowvoice.conversation.voice import SpeakerGate
 from flowvoice.node import NodeContext
 from flowvoice.runtime.session import Session
@@ -32,6 +34,7 @@ class Conversation:
         self.voice = SpeakerGate(self.playback, self._publish_voice_state)
         self.control = TurnControl()
         self.first_audio = FirstAudio()
+        self.turn_scoring = TurnScoring()
         #: The LLM's instructions when a client set them (None: the graph's system prompt).
         self.instructions: str | None = None
         self._held: dict[int, anyio.Event] = {}

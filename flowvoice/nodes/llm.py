@@ -12,7 +12,9 @@ Generation runs in a worker thread holding the shared model (a
 each session puts its conversation's saved memory back first, so only its new message is
 evaluated: :mod:`flowvoice.nodes.llama_memory`); tokens are pushed to the event loop as they
 come, and while the TTS synthesizes the reply's first sentence the thread pauses between
-tokens (:mod:`flowvoice.conversation.first_audio`). A model that hangs fails the reply with
+tokens (:mod:`flowvoice.conversation.first_audio`); a reply speculated while the end-of-turn
+model scores the pause computes on one thread until the score is in
+(:mod:`flowvoice.conversation.turn_scoring`). A model that hangs fails the reply with
 the spoken ``error_reply`` and is reloaded for the next one. Interrupting the turn cancels
 the node's dispatch, which stops generation at the next token and waits for the thread to
 return.
@@ -165,6 +167,7 @@ class _Model:
             verbose=False,
         )
         close_at_exit(self.llama)
+        self.threads = threads
         self.thread = llama_thread("llama")
         self.has_chat_template = "tokenizer.chat_template" in self.llama.metadata
 
@@ -193,6 +196,12 @@ class LlamaCppParams(LLMParams):
         description="Pause between tokens while the TTS synthesizes the reply's first "
         "sentence (at most 1 s; not while other sessions wait for the model): on a CPU the "
         "two share the cores and the first audio comes sooner.",
+    )
+    yield_to_turn_model: bool = Field(
+        True,
+        description="Compute on one thread while the end-of-turn model scores the pause "
+        "(turn.smart starts a speculated reply before its audio score is in): on a CPU the "
+        "two share the cores and both finish sooner.",
     )
     repeat_penalty: float = Field(
         1.1,
@@ -307,10 +316,13 @@ class LlamaCpp(StreamingLLM):
         first_audio = self.conversation.first_audio
         pause_ends: float | None = None  # the reply's pause for its first audio ends then
         handoff_waited = False  # for the TTS to take up the reply's first sentence
+        narrowed = self._narrow_while_scoring(model)
         try:
-            for chunk in stream:
+            for chunk in stream:  # each step computes the next token (the first: the prompt)
                 if cancelled.is_set():
                     break
+                if narrowed and not self.conversation.turn_scoring.under_way:
+                    narrowed = _set_threads(model, model.threads)
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content") if "delta" in choice else choice["text"]
                 if text:
@@ -325,7 +337,18 @@ class LlamaCpp(StreamingLLM):
                         first_audio.wait(pause_ends - time.monotonic(), cancelled)
         finally:
             stream.close()
+            if narrowed:
+                _set_threads(model, model.threads)
             self._memory = SavedMemory(llama)
+
+    def _narrow_while_scoring(self, model: _Model) -> bool:
+        """Compute on one thread while the session's pause is being scored
+        (:mod:`flowvoice.conversation.turn_scoring`); whether the threads were narrowed."""
+        if not self.params.yield_to_turn_model or model.threads < 2:
+            return False
+        if not self.conversation.turn_scoring.under_way:
+            return False
+        return _set_threads(model, 1)
 
     async def generate(self, emit: Emit) -> None:
         started = False
@@ -349,3 +372,12 @@ class LlamaCpp(StreamingLLM):
 
 async def _ignore(_: str) -> None:
     pass
+
+
+def _set_threads(model: _Model, threads: int) -> bool:
+    """Have ``model`` compute its next tokens on ``threads`` threads; whether that is fewer
+    than its own."""
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(model.llama.ctx, threads, threads)
+    return threads < model.threads

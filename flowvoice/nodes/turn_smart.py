@@ -31,7 +31,11 @@ Until both scores are in, the wait is the cap, so a slow model call delays the c
 cutting the user off. Speech that resumes drops a pending or stale score (a generation count).
 The silence itself comes from the VAD, the final transcript from the STT; barge-in and
 speculation work as in ``turn.dynamic``, except that a speculated reply starts only once the
-pause is scored: on two cores the LLM computing beside the two models slowed all three 2-3x.
+text model has judged the pause's transcript (on two cores an LLM computing beside the two
+models slowed all three 2-3x), before Smart Turn's score when that is not being computed yet:
+until the score is in, an in-process LLM computes on one thread
+(:mod:`flowvoice.conversation.turn_scoring`). Without the text model it starts once the audio
+is scored.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import anyio.to_thread
 import numpy as np
 from pydantic import Field, model_validator
 
+from flowvoice.conversation import Conversation
 from flowvoice.conversation.endings import unfinished
 from flowvoice.frames import AudioFrame, Frame, Transcript, VADEvent
 from flowvoice.graph.registry import register
@@ -193,9 +198,10 @@ class SmartTurn(TurnDetector):
         self._generation = 0  # raised when speech resumes: older scores are stale
         self._scored_generation = -1  # the latest generation a score was started for
         self._probability: float | None = None
-        self._rescored = False
         self._text_scores: dict[str, float | None] = {}  # turn text -> text model's p (None: due)
         self._judging = 0  # text judgments under way
+        self._computing_score = False  # Smart Turn is computing a score now
+        self._turn_scoring = Conversation.of(self.context).turn_scoring
 
     async def setup(self) -> None:
         from flowvoice.nodes.smart_turn_model import SmartTurnModel, SmartTurnModelNotFoundError
@@ -235,10 +241,13 @@ class SmartTurn(TurnDetector):
         return hold_ms(self._probability, text, self.params, text_p)
 
     def ready_to_speculate(self, text: str) -> bool:
-        """Once this pause is scored by both models (module docstring)."""
-        if self._probability is None:
-            return False
-        return self._text_model is None or self._text_scores.get(text) is not None
+        """Once the text model has judged ``text``, unless Smart Turn is computing then;
+        without the text model, once the pause is scored (module docstring)."""
+        if self._text_model is None:
+            return self._probability is not None
+        # Smart Turn computing now finishes first: a prompt started beside it would be computed
+        # on one thread throughout (one llama.cpp call), slower than on all of them after it.
+        return self._text_scores.get(text) is not None and not self._computing_score
 
     def _turn_text(self) -> str:
         return " ".join(self._texts)
@@ -290,7 +299,7 @@ class SmartTurn(TurnDetector):
     async def _vad_event(self, event: VADEvent) -> None:
         if event.kind in ("start", "resume"):
             self._generation += 1
-            self._probability, self._rescored = None, False
+            self._probability = None
             self._heard = anyio.Event()
             if event.kind == "start" and not self._in_turn:
                 self._in_turn = True
@@ -311,30 +320,40 @@ class SmartTurn(TurnDetector):
 
     def _score_soon(self, event: VADEvent) -> None:
         self._scored_generation = self._generation
-        self.start_soon(self._score, self._generation, event, self.params.score_after_ms)
+        self.start_soon(self._score_pause, self._generation, event)
 
-    async def _score(self, generation: int, end: VADEvent, after_ms: int) -> None:
+    async def _score_pause(self, generation: int, end: VADEvent) -> None:
+        """Score the pause, marked as under way for the conversation until the score is in (a
+        reply speculated on the text's score meanwhile leaves a core to it), and score it once
+        more at ``rescore_ms`` when the end looks unlikely."""
+        with self._turn_scoring.scoring():
+            p = await self._score(generation, end, self.params.score_after_ms)
+        text_p = self._text_scores.get(self._turn_text())
+        if p is not None and combined(p, text_p, self.params.text_weight) < self.params.unlikely_p:
+            await self._score(generation, end, self.params.rescore_ms)
+
+    async def _score(self, generation: int, end: VADEvent, after_ms: int) -> float | None:
         """Score the turn's audio up to ``after_ms`` of silence, unless the user spoke on: once
         that much silence has passed and the pause's transcript is in (or
-        ``TRANSCRIPT_WAIT_S`` later)."""
+        ``TRANSCRIPT_WAIT_S`` later). Returns the probability (None: the pause is over)."""
         due = end.t_ns / 1e9 + after_ms / 1000
         await anyio.sleep(max(0.0, due - anyio.current_time()))
         with anyio.move_on_after(max(0.0, due + TRANSCRIPT_WAIT_S - anyio.current_time())):
             await self._heard.wait()
         if generation != self._generation or not self._audio:
-            return
+            return None
         audio = self._audio_until(end.stream_s + after_ms / 1000)
-        p = await anyio.to_thread.run_sync(self._model.probability, audio, self._rate)
+        self._computing_score = True
+        try:
+            p = await anyio.to_thread.run_sync(self._model.probability, audio, self._rate)
+        finally:
+            self._computing_score = False
         if generation != self._generation:
-            return  # the user spoke on: this pause is over
+            return None  # the user spoke on: this pause is over
         self._probability = p
         self.context.publish("turn_score", turn=self.context.turn, probability=round(p, 3))
         self._changed.set()
-        text_p = self._text_scores.get(self._turn_text())
-        unlikely = combined(p, text_p, self.params.text_weight) < self.params.unlikely_p
-        if unlikely and not self._rescored:
-            self._rescored = True
-            await self._score(generation, end, self.params.rescore_ms)
+        return p
 
     def _audio_until(self, stream_s: float) -> np.ndarray:
         """The kept audio up to ``stream_s`` into the stream (all of it if that is later)."""
@@ -345,5 +364,5 @@ class SmartTurn(TurnDetector):
     async def _commit(self) -> None:
         await super()._commit()
         self._in_turn = False
-        self._probability, self._rescored = None, False
+        self._probability = None
         self._text_scores.clear()
