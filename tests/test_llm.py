@@ -264,3 +264,52 @@ def test_answers_normally_after_replies_cut_early():
     finally:
         llama.close()
     assert "rome" in out["choices"][0]["text"].lower(), out
+
+
+async def test_the_users_words_are_read_in_while_they_speak(monkeypatch):
+    # The turn node passes on the user's words from each partial transcript; the model reads
+    # the prompt up to them, so the turn's prompt computes only the words after them.
+    from llama_cpp import Llama
+
+    from flowvoice.conversation import Conversation
+
+    evaluated: list[int] = []  # tokens per evaluation
+    evaluate = Llama.eval
+
+    def counted(self: Llama, tokens: list[int]) -> None:
+        evaluated.append(len(tokens))
+        evaluate(self, tokens)
+
+    monkeypatch.setattr(Llama, "eval", counted)
+
+    async def answer(read_ahead: bool) -> tuple[str, int]:
+        asked_at: list[int] = []
+
+        def hear(words: str):
+            async def step(context) -> None:
+                Conversation.of(context).user_words(words)
+
+            return step
+
+        async def ask(context) -> None:
+            asked_at.append(len(evaluated))
+
+        script = [
+            hear("What is"),
+            0.5,
+            hear("What is the capital?"),  # Whisper closes a partial with "?"
+            0.5,
+            ask,
+            ("prompt", UserTurn(text="What is the capital of France?")),
+            3.0,
+        ]
+        result = await run_node("llm.llamacpp", {"read_ahead": read_ahead}, script, timeout=60)
+        (reply,) = replies(result.frames("text"))
+        return reply, evaluated[asked_at[0]]  # the turn's prompt, evaluated first
+
+    reply, prompt_tokens = await answer(read_ahead=True)
+    unread_reply, unread_prompt_tokens = await answer(read_ahead=False)
+    assert "Paris" in reply and "Paris" in unread_reply, (reply, unread_reply)
+    # "User: What is the capital" was read in: its last word (computed again for the logits),
+    # " of France?" and the assistant's cue are left
+    assert prompt_tokens + 3 <= unread_prompt_tokens, (prompt_tokens, unread_prompt_tokens)

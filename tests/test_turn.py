@@ -240,3 +240,38 @@ async def test_a_held_reply_is_released_the_moment_its_first_audio_exists():
     result = await run_node("turn.dynamic", {"speculate": True, "min_wait_ms": 300}, script)
     assert [t.text for t in result.frames("user_turn")] == ["What time is it?", "And the date?"]
     assert committed_then == [True], "still held 5 ms after its first audio"
+
+
+async def test_the_users_words_are_passed_on_while_they_speak():
+    # An in-process LLM reads them ahead (llm.llamacpp's read_ahead): the partials of the speech
+    # under way after the turn's finals; not the pause's transcript, which the reply follows.
+    heard: list[str] = []
+
+    async def listen(context):
+        Conversation.of(context).on_user_words(heard.append)
+
+    script = [
+        listen,
+        ("vad", VADEvent(kind="start")),
+        ("transcript", Transcript(text="I need")),
+        0.05,
+        ("vad", VADEvent(kind="end")),
+        0.05,
+        ("transcript", Transcript(text="I need a table,", final=True)),
+        0.1,
+        ("vad", VADEvent(kind="start")),
+        ("transcript", Transcript(text="for four people")),
+        0.05,
+        ("vad", VADEvent(kind="pause")),
+        0.05,
+        ("transcript", Transcript(text="for four people tonight.", stable=True)),
+        ("vad", VADEvent(kind="end")),
+        0.05,
+        ("transcript", Transcript(text="for four people tonight.", final=True)),
+        1.5,
+    ]
+    result = await run_node("turn.dynamic", {"min_wait_ms": 300, "open_wait_ms": 700}, script)
+    assert heard == ["I need", "I need a table, for four people"]
+    assert [t.text for t in result.frames("user_turn")] == [
+        "I need a table, for four people tonight."
+    ]

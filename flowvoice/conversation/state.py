@@ -4,6 +4,8 @@ control, instructions)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 
 from flowvoice.conversation.control import TurnControl
@@ -38,6 +40,7 @@ class Conversation:
         #: The LLM's instructions when a client set them (None: the graph's system prompt).
         self.instructions: str | None = None
         self._held: dict[int, anyio.Event] = {}
+        self._word_listeners: list[Callable[[str], None]] = []
         session.on_new_turn(self._turn_raised)
 
     @classmethod
@@ -72,6 +75,16 @@ class Conversation:
     def publish(self, event_type: str, **data: object) -> None:
         """Send an event to the session's listeners."""
         self._session.publish({"type": event_type, **data})
+
+    def on_user_words(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(words)`` with the user's words so far while they speak (the turn's
+        finals and the latest partial transcript): an in-process LLM reads them ahead."""
+        self._word_listeners.append(listener)
+
+    def user_words(self, words: str) -> None:
+        """The turn node heard the user's words so far."""
+        for listener in self._word_listeners:
+            listener(words)
 
     def _turn_raised(self, turn: int) -> None:
         for stale in [t for t in self._held if t < turn - KEEP_HELD_TURNS]:

@@ -47,6 +47,12 @@ class ChatHistory:
         self.max_turns = max_turns
         self.messages: list[ChatMessage] = []
 
+    def copy(self) -> ChatHistory:
+        """A history of the same messages that changes apart from this one."""
+        other = ChatHistory(self.system_prompt, self.max_turns)
+        other.messages = list(self.messages)
+        return other
+
     def add_user(self, text: str) -> None:
         self.messages.append(ChatMessage("user", text.strip()))
         users = [i for i, m in enumerate(self.messages) if m.role == "user"]

@@ -10,7 +10,9 @@ completion for GGUFs that carry a chat template.
 Generation runs in a worker thread holding the shared model (a
 :class:`~flowvoice.runtime.engine.SharedEngine`: sessions share the model and its context;
 each session puts its conversation's saved memory back first, so only its new message is
-evaluated: :mod:`flowvoice.nodes.llama_memory`); tokens are pushed to the event loop as they
+evaluated: :mod:`flowvoice.nodes.llama_memory`; with a completion prompt, the user's words are
+read in while they speak, from the turn node's partial transcripts, so that only the words after
+them are left to evaluate); tokens are pushed to the event loop as they
 come, and while the TTS synthesizes the reply's first sentence the thread pauses between
 tokens (:mod:`flowvoice.conversation.first_audio`); a reply speculated while the end-of-turn
 model scores the pause computes on one thread until the score is in
@@ -44,7 +46,7 @@ from flowvoice.graph.registry import register
 from flowvoice.node import NodeSetupError
 from flowvoice.nodes._deps import require
 from flowvoice.nodes.chat_history import ChatHistory
-from flowvoice.nodes.llama_memory import SavedMemory
+from flowvoice.nodes.llama_memory import SavedMemory, read_in
 from flowvoice.nodes.llm_base import Emit, LLMParams, ReplyFailed, StreamingLLM
 from flowvoice.nodes.text import may_end_sentence
 from flowvoice.runtime.engine import ENGINE_FAILED, EngineFailed, SharedEngine
@@ -203,6 +205,12 @@ class LlamaCppParams(LLMParams):
         "(turn.smart starts a speculated reply before its audio score is in): on a CPU the "
         "two share the cores and both finish sooner.",
     )
+    read_ahead: bool = Field(
+        True,
+        description="Read the user's words into the model while they speak (the turn node's "
+        "partial transcripts), so that the reply's prompt computes only the words after them "
+        "(completion prompts, as for gemma3-270m).",
+    )
     repeat_penalty: float = Field(
         1.1,
         ge=1.0,
@@ -225,6 +233,9 @@ class LlamaCpp(StreamingLLM):
     Params = LlamaCppParams
     params: LlamaCppParams
     _memory: SavedMemory | None = None  # this conversation's tokens in the shared context
+    _words: str | None = None  # the user's latest words, to read ahead
+    _reading = False  # a read-ahead task is running
+    _replying = False
 
     async def setup(self) -> None:
         p = self.params
@@ -253,6 +264,44 @@ class LlamaCpp(StreamingLLM):
             lambda model, push, cancelled: self._generate(model, warm, 1, push, cancelled),
             _ignore,
         )
+        if p.read_ahead and style == "completion":
+            self.conversation.on_user_words(self._read_ahead_soon)
+
+    def _read_ahead_soon(self, words: str) -> None:
+        """The user's words so far: read them in (only the latest of those that come while
+        reading)."""
+        self._words = words
+        if not self._reading:
+            self._reading = True
+            self.start_soon(self._read_ahead)
+
+    async def _read_ahead(self) -> None:
+        try:
+            while (words := self._words) is not None:
+                self._words = None
+                if self._replying:
+                    continue
+                history = self.history.copy()
+                history.add_user(words.rstrip(" .?!,"))  # Whisper closes a partial with "?"
+                prompt = history.completion_prompt()
+                opening = prompt[: prompt.rindex("\n")]  # before the assistant's cue
+                await self._model.call(lambda model, opening=opening: self._read_in(model, opening))
+        except EngineFailed:
+            pass  # the reply reports it
+        finally:
+            self._reading = False
+
+    def _read_in(self, model: _Model, prompt: str) -> None:
+        """Blocking, holding ``model``: this conversation's memory, and ``prompt`` read into it
+        on the model's own thread."""
+
+        def read() -> None:
+            if self._memory is not None:
+                self._memory.restore(model.llama)
+            read_in(model.llama, prompt)
+            self._memory = SavedMemory(model.llama)
+
+        model.thread.submit(read).result()
 
     @property
     def memory_bytes(self) -> int:
@@ -358,6 +407,7 @@ class LlamaCpp(StreamingLLM):
             started = True
             await emit(text)
 
+        self._replying = True
         try:
             await self._model.stream(
                 lambda model, push, cancelled: self._generate(
@@ -368,6 +418,8 @@ class LlamaCpp(StreamingLLM):
         except EngineFailed as exc:
             await self.fail(str(exc), started, ENGINE_FAILED)
             raise ReplyFailed(str(exc)) from exc
+        finally:
+            self._replying = False
 
 
 async def _ignore(_: str) -> None:

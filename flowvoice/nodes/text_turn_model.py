@@ -35,6 +35,7 @@ import anyio.lowlevel
 import numpy as np
 
 from flowvoice.nodes._deps import require
+from flowvoice.nodes.llama_memory import held_prefix
 from flowvoice.nodes.llm import GEMMA_EN, close_at_exit, llama_thread, resolve_gguf
 
 #: Gemma's prompt for the start of a user message: the text is read as its opening.
@@ -132,10 +133,4 @@ class TextTurnModel:
         """How many leading ``tokens`` the context already holds from the last judgment (the
         prompt, and the words a transcript shares with the previous one); the last token is
         always evaluated again, for its logits."""
-        held = self._llama.input_ids[: self._llama.n_tokens]
-        same = 0
-        for cached, token in zip(held, tokens[:-1], strict=False):
-            if cached != token:
-                break
-            same += 1
-        return same
+        return held_prefix(self._llama, tokens[:-1])

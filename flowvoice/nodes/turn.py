@@ -47,7 +47,7 @@ class TurnDetector(Node):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        conversation = Conversation.of(self.context)
+        self._conversation = conversation = Conversation.of(self.context)
         self.control = conversation.control
         self.control.on_request(lambda: self._changed.set())
         # a held reply's first audio ends a wait stretched for it
@@ -105,6 +105,8 @@ class TurnDetector(Node):
                 self.barge_in.transcript_heard(frame.text)
                 if frame.stable and self._paused:
                     self._stable = frame.text.strip()
+                elif self._speaking and not self.barge_in.pending and frame.text.strip():
+                    self._conversation.user_words(" ".join([*self._texts, frame.text.strip()]))
             elif self._awaiting:
                 self._final_arrived(frame)
             else:  # it overtook its speech end (the STT had it ready at the pause)
