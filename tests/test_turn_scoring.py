@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
+from itertools import chain
 
 import numpy as np
 import pytest
@@ -30,8 +32,29 @@ def test_scoring_is_under_way_while_any_pause_is_being_scored():
     assert not scoring.under_way
 
 
+QUESTION = "What is the capital of France?"
+
+
 def silence(seconds: float) -> AudioFrame:
     return AudioFrame(samples=np.zeros(int(16000 * seconds), np.int16), sample_rate=16000)
+
+
+def paused(text: str) -> Iterator:
+    """A second of speech (silent audio is enough for the scores' timing) that pauses, and
+    the STT's transcript of the pause; frames made when sent (a pause is scored from its
+    time)."""
+    yield "audio", silence(1.0)
+    yield "vad", VADEvent(kind="start")
+    yield "audio", silence(1.0)
+    yield "vad", VADEvent(kind="pause", stream_s=2.0)
+    yield 0.1  # the STT transcribes the pause
+    yield "transcript", Transcript(text=text, stable=True)
+
+
+def ended(text: str) -> Iterator:
+    """The VAD ends the paused speech; its final transcript."""
+    yield "vad", VADEvent(kind="end", stream_s=2.0)
+    yield "transcript", Transcript(text=text, final=True)
 
 
 async def test_turn_smart_speculates_once_the_text_is_judged_while_the_audio_is_scored():
@@ -43,23 +66,15 @@ async def test_turn_smart_speculates_once_the_text_is_judged_while_the_audio_is_
     async def look(context: NodeContext) -> None:
         seen.append((time.monotonic_ns(), Conversation.of(context).turn_scoring.under_way))
 
-    script = [
-        ("audio", silence(1.0)),
-        ("vad", VADEvent(kind="start")),
-        ("audio", silence(1.0)),
-        ("vad", VADEvent(kind="pause", stream_s=2.0)),
-        0.1,  # the STT transcribes the pause
-        ("transcript", Transcript(text="What is the capital of France?", stable=True)),
-        1.5,  # the text model's judgment (tens of ms), with room for a busy machine
-        look,
-        ("vad", VADEvent(kind="end", stream_s=2.0)),
-        ("transcript", Transcript(text="What is the capital of France?", final=True)),
-        3.0,
-        look,
-    ]
+    script = chain(
+        paused(QUESTION),
+        [1.5, look],  # the text model's judgment (tens of ms), with room for a busy machine
+        ended(QUESTION),
+        [3.0, look],
+    )
     result = await run_node("turn.smart", params, script, timeout=60)
     (speculated,) = result.received["user_turn"]  # released at the commit, not sent again
-    assert speculated.frame.text == "What is the capital of France?"
+    assert speculated.frame.text == QUESTION
     (before_score, scoring), (_, scoring_at_end) = seen
     assert speculated.t_ns < before_score, "the reply started before the audio was scored"
     assert scoring and not scoring_at_end
@@ -82,17 +97,7 @@ async def test_turn_smart_waits_for_a_score_being_computed_before_speculating(mo
 
     monkeypatch.setattr(SmartTurnModel, "probability", slow_probability)
     params = {"speculate": True, "score_after_ms": 0, "max_wait_ms": 2500}
-    script = [
-        ("audio", silence(1.0)),
-        ("vad", VADEvent(kind="start")),
-        ("audio", silence(1.0)),
-        ("vad", VADEvent(kind="pause", stream_s=2.0)),
-        0.1,  # the STT transcribes the pause
-        ("transcript", Transcript(text="What is the capital of France?", stable=True)),
-        ("vad", VADEvent(kind="end", stream_s=2.0)),
-        ("transcript", Transcript(text="What is the capital of France?", final=True)),
-        6.0,
-    ]
+    script = chain(paused(QUESTION), ended(QUESTION), [6.0])
     result = await run_node("turn.smart", params, script, timeout=60)
     (speculated,) = result.received["user_turn"]
     assert result.events_of("turn_text_score") and scored_at
