@@ -263,7 +263,9 @@ async def test_a_failed_sentence_is_reported_and_the_reply_goes_on(model_server,
     heard = transcribe_back(
         model_server, np.concatenate([f.samples for f in result.frames("audio")]), 24000
     )
-    assert "capital of france" in normalize_text(heard), heard  # the next sentence was spoken
+    # The next sentence was spoken (the server's Piper draws its noise afresh each time, and
+    # tiny.en once heard "capital of friends" in CI: its words, not the last one, are checked).
+    assert "what is the capital of" in normalize_text(heard), heard
 
 
 async def test_a_stalled_speech_stream_ends_the_session_naming_the_node(model_server, speech_env):
