@@ -47,12 +47,6 @@ class ChatHistory:
         self.max_turns = max_turns
         self.messages: list[ChatMessage] = []
 
-    def copy(self) -> ChatHistory:
-        """A history of the same messages that changes apart from this one."""
-        other = ChatHistory(self.system_prompt, self.max_turns)
-        other.messages = list(self.messages)
-        return other
-
     def add_user(self, text: str) -> None:
         self.messages.append(ChatMessage("user", text.strip()))
         users = [i for i, m in enumerate(self.messages) if m.role == "user"]
@@ -98,6 +92,15 @@ class ChatHistory:
             lines.append(f"{speaker}: {' '.join(message.rendered.split())}")
         lines.append(f"{assistant}:")
         return "\n".join(lines)
+
+    def completion_opening(self, words: str) -> str:
+        """:meth:`completion_prompt` as it will open once the user has said ``words`` (their
+        words so far, closing punctuation dropped), before the assistant's cue."""
+        ahead = ChatHistory(self.system_prompt, self.max_turns)
+        ahead.messages = list(self.messages)
+        ahead.add_user(words.rstrip(" .?!,"))
+        prompt = ahead.completion_prompt()
+        return prompt[: prompt.rindex("\n")]
 
     def _completion_messages(self) -> list[ChatMessage]:
         """The messages a completion prompt shows: an interrupted exchange only if it is the

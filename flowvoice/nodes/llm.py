@@ -281,10 +281,7 @@ class LlamaCpp(StreamingLLM):
                 self._words = None
                 if self._replying:
                     continue
-                history = self.history.copy()
-                history.add_user(words.rstrip(" .?!,"))  # Whisper closes a partial with "?"
-                prompt = history.completion_prompt()
-                opening = prompt[: prompt.rindex("\n")]  # before the assistant's cue
+                opening = self.history.completion_opening(words)  # a partial may end in "?"
                 await self._model.call(lambda model, opening=opening: self._read_in(model, opening))
         except EngineFailed:
             pass  # the reply reports it
